@@ -1,0 +1,1 @@
+"""The HTTP API: health, readiness, metrics now; resource routes arrive with later issues."""

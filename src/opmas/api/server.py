@@ -1,0 +1,82 @@
+"""The `api` component: uvicorn serving the FastAPI app on a socket bound before start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Self
+
+import uvicorn
+
+from opmas.api.app import create_app
+from opmas.resources import Resources
+from opmas.runtime import Supervisor
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: OPMAS's runtime owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class ApiServer:
+    """Serve the REST API until stopped; in-flight requests finish before it returns."""
+
+    name = "api"
+
+    def __init__(
+        self,
+        resources: Resources,
+        *,
+        sock: socket.socket | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
+        self._resources = resources
+        self._given_sock = sock
+        self._supervisor = supervisor
+        self._sock: socket.socket | None = None
+
+    async def __aenter__(self) -> Self:
+        settings = self._resources.settings
+        self._sock = self._given_sock or bind(settings.http_host, settings.http_port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._sock is not None and self._sock is not self._given_sock:
+            self._sock.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        app = create_app(self._resources.settings, resources=self._resources)
+        app.state.supervisor = self._supervisor
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(self._resources.settings.runtime.shutdown_grace_s),
+            lifespan="on",
+        )
+        server = _Server(config)
+        assert self._sock is not None  # noqa: S101 - set by __aenter__
+        serving = asyncio.create_task(server.serve(sockets=[self._sock]))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        await serving
+        if not server.started:
+            raise RuntimeError("uvicorn did not start")

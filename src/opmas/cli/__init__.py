@@ -1,0 +1,1 @@
+"""The `opmas` command line (Typer): one module per command group."""

@@ -1,0 +1,110 @@
+"""The `opmas` command: `up` runs everything in one process, `run NAME` one component."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from opmas import __version__
+from opmas.cli import config as config_cli
+from opmas.cli import migrate as migrate_cli
+from opmas.cli import status as status_cli
+from opmas.cli.context import console, load_settings
+from opmas.errors import OpmasError
+from opmas.process import COMPONENT_NAMES, Process, run_process
+from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
+from opmas.settings import ensure_secret_key
+
+app = typer.Typer(
+    name="opmas",
+    help="OPMAS watches OpenWRT routers through their logs and proposes the fix.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(config_cli.app, name="config")
+app.command("migrate")(migrate_cli.migrate)
+app.command("status")(status_cli.status)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"opmas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """OPMAS: OpenWRT Proactive Monitoring Agentic System."""
+
+
+def _announce(process: Process) -> None:
+    settings = process.resources.settings
+    endpoints = process.resources.endpoints
+    db = "embedded PostgreSQL" if endpoints.embedded_postgres else "PostgreSQL"
+    bus = "embedded nats-server" if endpoints.embedded_nats else "NATS"
+    console.print(f"[bold]OPMAS {__version__}[/bold]")
+    console.print(f"  data      {settings.data_dir.resolve()}")
+    console.print(f"  database  {db} at {_host_of(endpoints.database_url)}")
+    console.print(f"  bus       {bus} at {endpoints.nats_url}")
+    if process.api_url:
+        console.print(f"  API       {process.api_url}  (docs {process.api_url}/docs)")
+
+
+def _host_of(url: str) -> str:
+    return url.rsplit("@", 1)[-1]
+
+
+def _print_status(state: ComponentState) -> None:
+    if state.status is ComponentStatus.ACTIVE:
+        console.print(f"[green]ready[/green]    {state.name}")
+    elif state.status is ComponentStatus.ERROR:
+        console.print(f"[red]error[/red]    {state.name}: {state.last_error} (restarting)")
+
+
+def _serve(names: tuple[str, ...], *, migrate_schema: bool) -> None:
+    settings = ensure_secret_key(load_settings())
+    try:
+        asyncio.run(
+            run_until_signalled(
+                lambda stop: run_process(
+                    settings,
+                    names,
+                    stop,
+                    migrate_schema=migrate_schema,
+                    on_open=_announce,
+                    on_status=_print_status,
+                )
+            )
+        )
+    except OpmasError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except asyncio.CancelledError:
+        sys.exit(130)
+    console.print("stopped")
+
+
+@app.command()
+def up() -> None:
+    """Run every component in one process, starting embedded PostgreSQL and nats-server
+    where no URL is configured; migrate the schema first. Ctrl-C stops everything."""
+    _serve(COMPONENT_NAMES, migrate_schema=True)
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help=f"Component: {', '.join(COMPONENT_NAMES)}.")],
+) -> None:
+    """Run one component alone (scale out: many processes on many machines)."""
+    if name not in COMPONENT_NAMES:
+        console.print(f"[red]unknown component[/red] {name!r}; known: {', '.join(COMPONENT_NAMES)}")
+        raise typer.Exit(2)
+    _serve((name,), migrate_schema=False)

@@ -1,0 +1,111 @@
+"""`opmas status`: components, database and NATS reachability, stream depths, consumer lag."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from opmas.bus.connect import connect_bus
+from opmas.bus.streams import stream_report
+from opmas.cli.context import console, load_settings
+from opmas.db.engine import create_engine
+from opmas.embedded import Endpoints, running_endpoints
+from opmas.errors import OpmasError
+from opmas.health import check_readiness
+from opmas.settings import Settings
+from opmas.status import collect_status
+
+
+def _endpoints(settings: Settings) -> Endpoints | None:
+    """The configured servers, or those of the `opmas up` running on the data dir."""
+    running = running_endpoints(settings.data_dir)
+    db = settings.database_url.get_secret_value() if settings.database_url else None
+    db = db or (running.database_url if running else None)
+    nats = settings.nats_url or (running.nats_url if running else None)
+    if db is None or nats is None:
+        return None
+    return Endpoints(db, nats, settings.database_url is None, settings.nats_url is None)
+
+
+async def gather_status(settings: Settings, endpoints: Endpoints) -> dict[str, Any]:
+    """Everything `opmas status` shows, as plain data; unreachable parts are reported."""
+    report: dict[str, Any] = {"processes": [], "streams": []}
+    engine = create_engine(endpoints.database_url, settings.database)
+    try:
+        try:
+            async with connect_bus(endpoints.nats_url, settings.bus, name="opmas-status") as bus:
+                readiness = await check_readiness(engine, bus)
+                report["processes"] = await collect_status(bus)
+                report["streams"] = [
+                    {**asdict(s), "consumers": [c._asdict() for c in s.consumers]}
+                    for s in await stream_report(bus)
+                ]
+        except OpmasError as exc:
+            readiness = None
+            report["nats_error"] = str(exc)
+    finally:
+        await engine.dispose()
+    report["readiness"] = readiness.as_dict() if readiness else {"ready": False, "nats": False}
+    return report
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show each component's state, database and NATS reachability, streams and lag."""
+    settings = load_settings()
+    endpoints = _endpoints(settings)
+    if endpoints is None:
+        message = f"no OPMAS is running on {settings.data_dir.resolve()} and no URLs are set"
+        if as_json:
+            typer.echo(json.dumps({"running": False, "reason": message}))
+        else:
+            console.print(message)
+        raise typer.Exit(1)
+    report = asyncio.run(gather_status(settings, endpoints))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print(report)
+    raise typer.Exit(0 if report["readiness"].get("ready") else 1)
+
+
+def _yes(flag: object) -> str:
+    return "[green]up[/green]" if flag else "[red]down[/red]"
+
+
+def _print(report: dict[str, Any]) -> None:
+    ready = report["readiness"]
+    console.print(
+        f"database  {_yes(ready.get('database'))}  schema {ready.get('schema_revision')}"
+        f" (head {ready.get('schema_head')})"
+    )
+    console.print(f"NATS      {_yes(ready.get('nats'))}")
+    for name, error in {**ready.get("errors", {}), "nats": report.get("nats_error")}.items():
+        if error:
+            console.print(f"  [red]{name}:[/red] {error}")
+    components = Table("host", "pid", "component", "status", "restarts", "last error")
+    for process in report["processes"]:
+        for comp in process["components"]:
+            components.add_row(
+                process["host"],
+                str(process["pid"]),
+                comp["name"],
+                comp["status"],
+                str(comp["restarts"]),
+                comp["last_error"] or "",
+            )
+    console.print(components)
+    streams = Table("stream", "messages", "bytes", "consumer", "lag", "ack pending")
+    for stream in report["streams"]:
+        size = (stream["stream"], str(stream["messages"]), str(stream["bytes"]))
+        if not stream["consumers"]:
+            streams.add_row(*size, "", "", "")
+        for c in stream["consumers"]:
+            streams.add_row(*size, c["durable"], str(c["num_pending"]), str(c["num_ack_pending"]))
+    console.print(streams)

@@ -1,0 +1,82 @@
+"""The error tree every OPMAS component raises from.
+
+OpmasError
+├── ConfigError    bad settings, rule or playbook file (carries path and line)
+├── ParseError     a line we cannot parse (carries the raw line and the reason)
+├── BusError       NATS or JetStream failed
+│   ├── PublishTimeout
+│   └── StreamMissing
+├── StoreError     PostgreSQL failed or refused a write
+├── EmbeddedError  an embedded PostgreSQL or nats-server would not start or stop
+└── ApiError       carries status_code
+    ├── NotFound   (404)
+    ├── Conflict   (409)
+    └── Forbidden  (403)
+"""
+
+from __future__ import annotations
+
+
+class OpmasError(Exception):
+    """Root of every error OPMAS raises on purpose."""
+
+
+class ConfigError(OpmasError):
+    """A settings, rule or playbook file is wrong."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.line = line
+
+
+class ParseError(OpmasError):
+    """A line could not be parsed."""
+
+    def __init__(self, reason: str, *, raw: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+
+
+class BusError(OpmasError):
+    """NATS or JetStream failed."""
+
+
+class PublishTimeout(BusError):
+    """JetStream did not acknowledge a publish in time."""
+
+
+class StreamMissing(BusError):
+    """A stream that should exist does not."""
+
+
+class StoreError(OpmasError):
+    """PostgreSQL failed or refused a write."""
+
+
+class EmbeddedError(OpmasError):
+    """An embedded PostgreSQL or nats-server would not start or stop."""
+
+
+class ApiError(OpmasError):
+    """An error the API renders as `{"error": <class name>, "detail": ...}`."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class Forbidden(ApiError):
+    status_code = 403

@@ -1,0 +1,92 @@
+"""One OPMAS process: shared resources, the chosen components under a supervisor, status.
+
+`opmas up` runs every component here; `opmas run NAME` runs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from opmas.api.server import ApiServer, bind
+from opmas.db.maintenance import PartitionMaintainer
+from opmas.resources import Resources, open_resources
+from opmas.runtime import ComponentFactory, ComponentState, Supervisor
+from opmas.settings import Settings
+from opmas.status import StatusResponder
+
+COMPONENT_NAMES = ("maintenance", "api")
+"""Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
+
+
+@dataclass
+class Process:
+    """An opened process, ready to `supervisor.run(stop)`."""
+
+    resources: Resources
+    supervisor: Supervisor
+    api_socket: socket.socket | None
+
+    @property
+    def api_url(self) -> str | None:
+        if self.api_socket is None:
+            return None
+        host, port = self.api_socket.getsockname()[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _factory(name: str, process: Process) -> ComponentFactory:
+    resources = process.resources
+    if name == "api":
+        return lambda: ApiServer(resources, sock=process.api_socket, supervisor=process.supervisor)
+    if name == "maintenance":
+        return lambda: PartitionMaintainer(resources.engine, resources.settings.database)
+    raise ValueError(f"unknown component {name!r}; known: {', '.join(COMPONENT_NAMES)}")
+
+
+@contextlib.asynccontextmanager
+async def open_process(
+    settings: Settings,
+    names: tuple[str, ...],
+    *,
+    migrate_schema: bool,
+    on_status: Callable[[ComponentState], None] | None = None,
+) -> AsyncIterator[Process]:
+    """Open the resources, bind the API socket (so its address is known before start) and
+    build the supervisor of `names`; answer status requests while open."""
+    unknown = set(names) - set(COMPONENT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown component(s) {sorted(unknown)}; known: {COMPONENT_NAMES}")
+    async with open_resources(settings, migrate_schema=migrate_schema) as resources:
+        sock = bind(settings.http_host, settings.http_port) if "api" in names else None
+        try:
+            process = Process(resources, Supervisor({}, settings.runtime), sock)
+            factories = {name: _factory(name, process) for name in names}
+            process.supervisor = Supervisor(factories, settings.runtime, on_status=on_status)
+            states = process.supervisor.states
+            async with StatusResponder(resources.bus, lambda: states.values()):
+                yield process
+        finally:
+            if sock is not None:
+                sock.close()
+
+
+async def run_process(
+    settings: Settings,
+    names: tuple[str, ...],
+    stop: asyncio.Event,
+    *,
+    migrate_schema: bool,
+    on_open: Callable[[Process], None] | None = None,
+    on_status: Callable[[ComponentState], None] | None = None,
+) -> None:
+    """Run the named components until `stop` is set, then drain and close everything."""
+    async with open_process(
+        settings, names, migrate_schema=migrate_schema, on_status=on_status
+    ) as process:
+        if on_open is not None:
+            on_open(process)
+        await process.supervisor.run(stop)

@@ -1,0 +1,176 @@
+"""Component runtime: signals -> stop event -> bounded drain, and a supervisor that restarts.
+
+A component is an async context manager with a `name` and a `run(stop)` coroutine. Entering it
+opens its resources (status STARTING until then, ACTIVE after); `run` returns once `stop` is set
+and its in-flight work is done; leaving it closes what entering opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from opmas.settings import RuntimeSettings
+
+log = structlog.get_logger(__name__)
+
+COMPONENT_STATUS = Gauge(
+    "opmas_component_status",
+    "1 for the status a component is in, 0 for the others.",
+    ["component", "status"],
+)
+COMPONENT_RESTARTS = Counter(
+    "opmas_component_restarts_total", "Restarts of a component after a crash.", ["component"]
+)
+
+
+class ComponentStatus(StrEnum):
+    STARTING = "STARTING"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    STOPPED = "STOPPED"
+
+
+class Component(Protocol):
+    """What the supervisor runs. `run` must return soon after `stop` is set."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+ComponentFactory = Callable[[], AbstractAsyncContextManager[Component]]
+"""Builds a fresh, unopened component; called again for each restart."""
+
+
+@dataclass
+class ComponentState:
+    """What the supervisor knows of one component, as shown by `opmas status`."""
+
+    name: str
+    status: ComponentStatus = ComponentStatus.STOPPED
+    restarts: int = 0
+    last_error: str | None = None
+    since: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "status": str(self.status),
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "since": self.since,
+        }
+
+
+StatusListener = Callable[[ComponentState], None]
+
+
+class Supervisor:
+    """Runs components side by side; restarts a crashed one with exponential backoff.
+
+    A component that raises is shown as ERROR until its restart succeeds. On stop, every
+    component gets the stop event and `shutdown_grace_s` to drain; then it is cancelled.
+    """
+
+    def __init__(
+        self,
+        factories: dict[str, ComponentFactory],
+        settings: RuntimeSettings,
+        *,
+        on_status: StatusListener | None = None,
+    ) -> None:
+        self._factories = factories
+        self._settings = settings
+        self._on_status = on_status
+        self.states = {name: ComponentState(name) for name in factories}
+
+    def _set(self, name: str, status: ComponentStatus, error: str | None = None) -> None:
+        state = self.states[name]
+        state.status, state.since = status, time.time()
+        if error is not None:
+            state.last_error = error
+        for each in ComponentStatus:
+            COMPONENT_STATUS.labels(name, str(each)).set(1 if each is status else 0)
+        if self._on_status is not None:
+            self._on_status(state)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every component until `stop` is set, then drain them within the grace period."""
+        tasks = [
+            asyncio.create_task(self._keep_running(name, stop), name=f"component:{name}")
+            for name in self._factories
+        ]
+        await stop.wait()
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_s)
+        for task in pending:
+            log.warning("component did not drain in time, cancelling", task=task.get_name())
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for name, state in self.states.items():
+            if state.status is not ComponentStatus.STOPPED:
+                self._set(name, ComponentStatus.STOPPED)
+
+    async def _keep_running(self, name: str, stop: asyncio.Event) -> None:
+        delay = self._settings.restart_backoff_s
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._run_once(name, stop)
+            except Exception as exc:  # a component's crash must not take the others down
+                log.exception("component crashed", component=name)
+                self._set(name, ComponentStatus.ERROR, f"{type(exc).__name__}: {exc}")
+                self.states[name].restarts += 1
+                COMPONENT_RESTARTS.labels(name).inc()
+                if time.monotonic() - started > self._settings.restart_backoff_max_s:
+                    delay = self._settings.restart_backoff_s  # it ran well for a while
+                await _sleep_unless(stop, delay)
+                delay = min(delay * 2, self._settings.restart_backoff_max_s)
+            else:
+                break
+        self._set(name, ComponentStatus.STOPPED)
+
+    async def _run_once(self, name: str, stop: asyncio.Event) -> None:
+        self._set(name, ComponentStatus.STARTING)
+        async with self._factories[name]() as component:
+            self._set(name, ComponentStatus.ACTIVE)
+            await component.run(stop)
+            if not stop.is_set():
+                raise RuntimeError("component returned before it was asked to stop")
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)`; SIGINT or SIGTERM sets `stop`, a second signal cancels `main`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(main(stop))
+
+    def _signalled(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal, forcing exit", signal=signal.Signals(signum).name)
+            task.cancel()
+            return
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _signalled, signum)
+    try:
+        await task
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

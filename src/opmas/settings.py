@@ -1,0 +1,227 @@
+"""Settings for every component: environment (OPMAS_*) > bootstrap YAML file > defaults.
+
+`Settings()` is built in `cli/` and in `api.app.create_app()` only; each component receives
+its own sub-model.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from opmas.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("config/opmas_config.yaml")
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "placeholder", "xxx"})
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+
+
+class DatabaseSettings(BaseModel):
+    """Connection pool of the PostgreSQL engine."""
+
+    pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    max_overflow: int = Field(10, ge=0, description="Extra connections allowed under load.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Timeout to open a connection.")
+    partitions_ahead_days: int = Field(
+        7, ge=1, description="Daily `events` partitions created ahead of today."
+    )
+    partitions_ahead_months: int = Field(
+        2, ge=1, description="Monthly `findings` partitions created ahead of this month."
+    )
+    events_retention_days: int = Field(
+        30, ge=0, description="Daily `events` partitions older than this are dropped (0: keep)."
+    )
+    maintenance_interval_s: float = Field(
+        3600.0, gt=0, description="How often partitions are created ahead and expired."
+    )
+
+
+class StreamLimits(BaseModel):
+    """Retention limits of one JetStream stream."""
+
+    max_age_s: int = Field(7 * 86400, ge=0, description="Oldest message kept (0: no limit).")
+    max_bytes: int = Field(
+        1024 * 1024 * 1024, ge=-1, description="Largest stream size in bytes (-1: no limit)."
+    )
+
+
+class BusSettings(BaseModel):
+    """NATS JetStream: streams, consumers, retries."""
+
+    namespace: str = Field(
+        "",
+        pattern=r"^[a-z0-9]*$",
+        description="Prefix of every subject and stream name; isolates deployments and tests.",
+    )
+    duplicate_window_s: int = Field(
+        120, ge=1, description="Window in which a repeated Nats-Msg-Id is dropped."
+    )
+    max_deliver: int = Field(
+        5, ge=1, description="Deliveries before a message goes to dlq.<stream>."
+    )
+    ack_wait_s: float = Field(30.0, gt=0, description="Time a consumer has to ack a message.")
+    nak_delay_s: float = Field(1.0, ge=0, description="Base redelivery delay after a failure.")
+    fetch_batch: int = Field(100, ge=1, description="Messages fetched per pull.")
+    publish_timeout_s: float = Field(5.0, gt=0, description="Wait for a JetStream PubAck.")
+    logs_raw: StreamLimits = StreamLimits()
+    logs_parsed: StreamLimits = StreamLimits()
+    findings: StreamLimits = StreamLimits(max_age_s=30 * 86400)
+    actions: StreamLimits = StreamLimits(max_age_s=30 * 86400)
+    dlq: StreamLimits = StreamLimits(max_age_s=30 * 86400)
+
+
+class EmbeddedSettings(BaseModel):
+    """The PostgreSQL and nats-server OPMAS starts itself when no URL is given."""
+
+    postgres_port: int = Field(
+        0, ge=0, le=65535, description="Port of the embedded PostgreSQL (0: a free port)."
+    )
+    nats_port: int = Field(
+        0, ge=0, le=65535, description="Port of the embedded nats-server (0: a free port)."
+    )
+    start_timeout_s: float = Field(60.0, gt=0, description="Wait for a server to accept.")
+
+
+class RuntimeSettings(BaseModel):
+    """Supervisor of the components."""
+
+    restart_backoff_s: float = Field(1.0, gt=0, description="First delay before a restart.")
+    restart_backoff_max_s: float = Field(60.0, gt=0, description="Longest delay between restarts.")
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="Time given to drain in-flight work on stop."
+    )
+
+
+class Settings(BaseSettings):
+    """Root settings. Env `OPMAS_X` or `OPMAS_GROUP__X`; the YAML file uses the same names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPMAS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    env: Literal["prod", "dev"] = Field("prod", description="`dev` allows placeholder secrets.")
+    config_file: Path | None = Field(
+        None, description="Bootstrap YAML file (default: config/opmas_config.yaml if present)."
+    )
+    data_dir: Path = Field(
+        Path("./opmas-data"), description="Where embedded servers and generated secrets live."
+    )
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL (postgresql://...); unset: embedded PostgreSQL."
+    )
+    nats_url: str | None = Field(None, description="NATS URL; unset: embedded nats-server.")
+    nats_sync: bool = Field(
+        True, description="Embedded nats-server fsyncs every write (sync_interval: always)."
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port the HTTP API listens on.")
+    secret_key: SecretStr | None = Field(
+        None, description="Encrypts stored secrets, signs tokens; unset: generated in data_dir."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged."
+    )
+    log_format: Literal["console", "json"] = Field("console", description="Log line format.")
+    database: DatabaseSettings = DatabaseSettings()
+    bus: BusSettings = BusSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://", "postgresql+asyncpg://")
+        ):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must start with nats://, tls://, ws:// or wss://")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secret(self) -> Settings:
+        key = self.secret_key.get_secret_value() if self.secret_key else None
+        if key is not None and self.env != "dev":
+            if key.strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("secret_key is a placeholder; set a real one or env=dev")
+            if len(key) < 16:
+                raise ValueError("secret_key must be at least 16 characters")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file_path()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def _config_file_path() -> Path | None:
+    """The bootstrap YAML named by OPMAS_CONFIG_FILE, or the default one when it exists."""
+    named = os.environ.get("OPMAS_CONFIG_FILE")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError("configuration file not found", path=str(path))
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """Return settings with a secret key: the configured one, or one kept in data_dir (0600)."""
+    if settings.secret_key is not None:
+        return settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return settings.model_copy(update={"secret_key": SecretStr(path.read_text().strip())})
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by `**********`."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    for name in ("secret_key", "database_url"):
+        value = getattr(settings, name)
+        if value is not None:
+            data[name] = _mask(name, value.get_secret_value())
+    return data
+
+
+def _mask(name: str, value: str) -> str:
+    if name == "database_url" and "@" in value and ":" in value.split("@", 1)[0]:
+        scheme_user, rest = value.split("@", 1)
+        scheme, user_pass = scheme_user.split("://", 1)
+        user = user_pass.split(":", 1)[0]
+        return f"{scheme}://{user}:**********@{rest}"
+    if name == "database_url":
+        return value
+    return "**********"

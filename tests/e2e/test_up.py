@@ -1,0 +1,136 @@
+"""`opmas up` end to end: embedded servers, readiness, clean stop, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import OPMAS, OpmasProcess, servers_using
+
+
+def _get(port: str, path: str) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+
+
+def _wait_ready(port: str, timeout: float = 60.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if _get(port, "/ready").status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"/ready not 200 within {timeout}s")
+
+
+def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
+    start_opmas: type[OpmasProcess], opmas_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = opmas_env["OPMAS_HTTP_PORT"]
+    up = start_opmas(["up"], opmas_env)
+    _wait_ready(port)
+    up.wait_for("ready    api")
+    assert f"http://127.0.0.1:{port}" in up.output
+    assert str(tmp_path / "data") in up.output
+    assert {p.name() for p in up.descendants()} >= {"postgres", "nats-server"}
+
+    assert _get(port, "/health").json() == {"status": "ok"}
+    body = _get(port, "/ready").json()
+    assert body["database"]
+    assert body["nats"]
+    assert body["schema_current"]
+    metrics = _get(port, "/metrics").text
+    assert 'opmas_component_status{component="api",status="ACTIVE"} 1.0' in metrics
+    assert _get(port, "/docs").status_code == 200
+    assert "/ready" in _get(port, "/openapi.json").json()["paths"]
+
+    status = subprocess.run(
+        [OPMAS, "status", "--json"], env=opmas_env, cwd=tmp_path, capture_output=True, text=True
+    )
+    report = json.loads(status.stdout)
+    assert status.returncode == 0, status.stdout + status.stderr
+    components = {c["name"]: c["status"] for c in report["processes"][0]["components"]}
+    assert components == {"api": "ACTIVE", "maintenance": "ACTIVE"}
+    assert {s["stream"] for s in report["streams"]} >= {"LOGS_RAW", "LOGS_PARSED", "FINDINGS"}
+
+    assert up.stop(signal.SIGINT) == 0
+    assert servers_using(tmp_path / "data") == []
+
+
+def test_after_kill_9_a_new_up_recovers_with_the_data_intact(
+    start_opmas: type[OpmasProcess], opmas_env: dict[str, str], tmp_path: Path
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    port = opmas_env["OPMAS_HTTP_PORT"]
+    first = start_opmas(["up"], opmas_env)
+    _wait_ready(port)
+    endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
+
+    async def _write_then_read(url: str, write: bool) -> str | None:
+        conn = await asyncpg.connect(url)
+        try:
+            if write:
+                await conn.execute(
+                    "INSERT INTO opmas_config (key, value) VALUES ('probe', '\"kept\"')"
+                )
+            return await conn.fetchval("SELECT value::text FROM opmas_config WHERE key='probe'")
+        finally:
+            await conn.close()
+
+    asyncio.run(_write_then_read(endpoints["database_url"], write=True))
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+
+    second = start_opmas(["up"], opmas_env)
+    restart_s = _wait_ready(port)
+    assert restart_s < 15
+    endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
+    assert asyncio.run(_write_then_read(endpoints["database_url"], write=False)) == '"kept"'
+    assert second.stop(signal.SIGTERM) == 0
+    assert servers_using(tmp_path / "data") == []
+
+
+def test_up_with_urls_set_starts_no_server_of_its_own(
+    start_opmas: type[OpmasProcess],
+    opmas_env: dict[str, str],
+    empty_database_url: str,
+    nats_url: str,
+    tmp_path: Path,
+) -> None:
+    port = opmas_env["OPMAS_HTTP_PORT"]
+    env = {**opmas_env, "OPMAS_DATABASE_URL": empty_database_url, "OPMAS_NATS_URL": nats_url}
+    env["OPMAS_BUS__NAMESPACE"] = f"e{int(time.time() * 1000)}"
+    up = start_opmas(["up"], env)
+    _wait_ready(port)
+    assert [p.name() for p in up.descendants()] == []
+    assert not (tmp_path / "data" / "postgres").exists()
+    assert up.stop() == 0
+
+
+def test_run_one_component_serves_only_it(
+    start_opmas: type[OpmasProcess], opmas_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = opmas_env["OPMAS_HTTP_PORT"]
+    migrate = subprocess.run(
+        [OPMAS, "migrate"], env=opmas_env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    api = start_opmas(["run", "api"], opmas_env)
+    _wait_ready(port)
+    api.wait_for("ready    api")
+    assert "maintenance" not in api.output
+    assert api.stop() == 0
+    assert servers_using(tmp_path / "data") == []
+    unknown = subprocess.run([OPMAS, "run", "nope"], env=opmas_env, capture_output=True, text=True)
+    assert unknown.returncode == 2
+    assert "unknown component" in unknown.stdout + unknown.stderr

@@ -1,0 +1,113 @@
+"""The supervisor: restarts with backoff, shows ERROR meanwhile, drains on stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Self
+
+from opmas.runtime import ComponentState, ComponentStatus, Supervisor
+from opmas.settings import RuntimeSettings
+
+FAST = RuntimeSettings(restart_backoff_s=0.01, restart_backoff_max_s=0.05, shutdown_grace_s=1.0)
+
+
+class Flaky:
+    """Crashes on its first `crashes` runs, then runs until stopped."""
+
+    name = "flaky"
+
+    def __init__(self, log: list[str], crashes: int) -> None:
+        self.log = log
+        self.crashes = crashes
+
+    async def __aenter__(self) -> Self:
+        self.log.append("open")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.log.append("close")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.log.count("open") <= self.crashes:
+            raise RuntimeError("boom")
+        await stop.wait()
+        self.log.append("drained")
+
+
+async def test_a_component_that_raises_is_restarted_and_shown_as_error_meanwhile() -> None:
+    log: list[str] = []
+    seen: list[tuple[str, ComponentStatus]] = []
+    supervisor = Supervisor(
+        {"flaky": lambda: Flaky(log, crashes=2)},
+        FAST,
+        on_status=lambda s: seen.append((s.name, s.status)),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    for _ in range(200):
+        if supervisor.states["flaky"].status is ComponentStatus.ACTIVE and log.count("open") == 3:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    statuses = [status for _, status in seen]
+    assert statuses.count(ComponentStatus.ERROR) == 2
+    assert statuses[-1] is ComponentStatus.STOPPED
+    assert supervisor.states["flaky"].restarts == 2
+    assert supervisor.states["flaky"].last_error == "RuntimeError: boom"
+    assert log == ["open", "close", "open", "close", "open", "drained", "close"]
+
+
+async def test_backoff_grows_between_restarts() -> None:
+    log: list[str] = []
+    settings = RuntimeSettings(restart_backoff_s=0.05, restart_backoff_max_s=1.0)
+    supervisor = Supervisor({"flaky": lambda: Flaky(log, crashes=3)}, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(supervisor.run(stop))
+    while log.count("open") < 4:
+        await asyncio.sleep(0.01)
+    elapsed = loop.time() - started
+    stop.set()
+    await task
+    assert elapsed >= 0.05 + 0.1 + 0.2  # 3 restarts: 0.05, 0.1, 0.2 seconds apart
+
+
+class Stubborn:
+    """Ignores the stop event; the supervisor must cancel it after the grace period."""
+
+    name = "stubborn"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.log.append("close")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.log.append("cancelled")
+            raise
+
+
+async def test_a_component_that_does_not_drain_is_cancelled_after_grace_and_closed() -> None:
+    log: list[str] = []
+    settings = RuntimeSettings(shutdown_grace_s=0.1)
+    supervisor = Supervisor({"stubborn": lambda: Stubborn(log)}, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert log == ["cancelled", "close"]
+
+
+def test_component_state_as_dict_names_the_status() -> None:
+    state = ComponentState("api", ComponentStatus.ACTIVE)
+    assert state.as_dict()["status"] == "ACTIVE"
