@@ -7,15 +7,9 @@ from pathlib import Path
 
 import asyncpg
 import nats
-import pytest
 
 from opmas.embedded import EmbeddedNats, EmbeddedPostgres
 from opmas.settings import EmbeddedSettings
-
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("OPMAS_TEST_DATABASE_URL")),
-    reason="embedded servers tested in the main run",
-)
 
 
 async def _query(url: str, sql: str) -> object:

@@ -1,0 +1,107 @@
+"""Bus payloads: RawBatch (logs.raw) -> ParsedBatch (logs.parsed.<domain>) -> Finding -> ...
+
+Hot-path messages are msgspec Structs encoded as JSON: one bus message carries a batch of
+lines or events, each keeping its own `event_id`; the batch has its own id for Nats-Msg-Id.
+Version 1 of each format; a reader refuses a version it does not know.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+from uuid_utils import uuid7
+
+FORMAT_VERSION = 1
+
+
+class Transport:
+    """How a line reached OPMAS (plain constants: cheap to encode)."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+    HTTP = "http"
+    FILE = "file"
+    REPLAY = "replay"
+
+
+class Flag:
+    """Marks on a line that was changed on its way in, stored with the event."""
+
+    TRUNCATED = "truncated"  # longer than the maximum message size
+    INVALID_UTF8 = "invalid_utf8"  # undecodable bytes replaced with U+FFFD
+    NUL_REPLACED = "nul_replaced"  # NUL bytes replaced (PostgreSQL text cannot hold them)
+
+
+class RawLog(msgspec.Struct, omit_defaults=True):
+    """One received line with its arrival metadata; `line` is the text as received."""
+
+    event_id: str
+    arrival_ts: float  # seconds since the epoch, UTC
+    line: str
+    transport: str
+    source_ip: str | None = None
+    flags: list[str] = []
+    # set when a client sent structured input (HTTP objects); parsing fills the rest
+    hostname: str | None = None
+    program: str | None = None
+    level: str | None = None
+    timestamp: str | None = None
+
+
+class RawBatch(msgspec.Struct, omit_defaults=True):
+    """What travels on logs.raw."""
+
+    batch_id: str
+    items: list[RawLog]
+    v: int = FORMAT_VERSION
+
+
+class ParsedEvent(msgspec.Struct, omit_defaults=False):
+    """A parsed log event: DESIGN.md's format, and the row in `events`."""
+
+    event_id: str
+    arrival_ts_utc: str  # ISO 8601, UTC, milliseconds, "Z"
+    source_ip: str | None
+    original_ts: str | None  # the timestamp text as it appeared in the line
+    hostname: str | None
+    process_name: str | None
+    pid: str | None
+    log_level: str | None  # EMERG ALERT CRIT ERR WARNING NOTICE INFO DEBUG
+    facility: str | None
+    event_type: str  # LOG NETWORK AUTH FILE PROCESS REGISTRY CUSTOM
+    message: str
+    parser_name: str
+    log_source_type: str  # wifi security health wan other
+    structured_fields: dict[str, object]
+    event_ts: str | None = None  # the line's own time, resolved to UTC ISO 8601, if it had one
+    transport: str | None = None
+    flags: list[str] = []
+
+
+class ParsedBatch(msgspec.Struct):
+    """What travels on logs.parsed.<domain>: events of one domain."""
+
+    batch_id: str
+    events: list[ParsedEvent]
+    v: int = FORMAT_VERSION
+
+
+raw_batch_encoder = msgspec.json.Encoder()
+raw_batch_decoder = msgspec.json.Decoder(RawBatch)
+parsed_batch_decoder = msgspec.json.Decoder(ParsedBatch)
+parsed_event_decoder = msgspec.json.Decoder(ParsedEvent)
+encode = raw_batch_encoder.encode
+
+
+def new_id() -> str:
+    """A time-ordered UUIDv7, as text."""
+    return str(uuid7())
+
+
+def iso_utc(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds and a `Z`."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
