@@ -280,7 +280,12 @@ class EmbeddedNats:
     async def _jetstream_ready(self) -> None:
         import nats
 
-        nc = await nats.connect(self.url, connect_timeout=1, allow_reconnect=False)
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)  # listening yet?
+        writer.close()
+        await writer.wait_closed()
+        nc = await nats.connect(
+            self.url, connect_timeout=1, allow_reconnect=False, error_cb=_ignore_error
+        )
         try:
             await nc.jetstream().account_info()
         finally:
@@ -288,6 +293,10 @@ class EmbeddedNats:
 
     async def stop(self) -> None:
         await self._child.stop()
+
+
+async def _ignore_error(exc: Exception) -> None:
+    """nats-py logs every failed attempt; while we poll for readiness, failures are expected."""
 
 
 def _system_user() -> str:

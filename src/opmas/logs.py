@@ -41,7 +41,7 @@ def configure_logging(level: str = "info", fmt: Literal["console", "json"] = "co
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "nats", "asyncio"):
+    for noisy in ("uvicorn.access", "uvicorn.error", "alembic", "nats", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

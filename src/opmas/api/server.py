@@ -50,33 +50,44 @@ class ApiServer:
         self._given_sock = sock
         self._supervisor = supervisor
         self._sock: socket.socket | None = None
+        self._server: _Server | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
+        """Bind (unless given a socket) and start serving; ACTIVE means requests are answered."""
         settings = self._resources.settings
         self._sock = self._given_sock or bind(settings.http_host, settings.http_port)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._sock is not None and self._sock is not self._given_sock:
-            self._sock.close()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        app = create_app(self._resources.settings, resources=self._resources)
+        app = create_app(settings, resources=self._resources)
         app.state.supervisor = self._supervisor
         config = uvicorn.Config(
             app,
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=int(self._resources.settings.runtime.shutdown_grace_s),
+            timeout_graceful_shutdown=int(settings.runtime.shutdown_grace_s),
             lifespan="on",
         )
-        server = _Server(config)
-        assert self._sock is not None  # noqa: S101 - set by __aenter__
-        serving = asyncio.create_task(server.serve(sockets=[self._sock]))
+        self._server = _Server(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        while not self._server.started:
+            if self._serving.done():
+                await self._serving  # raises what stopped uvicorn
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Finish in-flight requests (up to the grace period), then release the socket."""
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+        if self._sock is not None and self._sock is not self._given_sock:
+            self._sock.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        assert self._serving is not None  # noqa: S101 - set by __aenter__
         stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
+        await asyncio.wait({self._serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
-        await serving
-        if not server.started:
-            raise RuntimeError("uvicorn did not start")
+        if self._serving.done() and not stop.is_set():
+            await self._serving
+            raise RuntimeError("uvicorn stopped on its own")
