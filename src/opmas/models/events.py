@@ -17,6 +17,7 @@ from opmas.models.base import DOMAINS, Base, one_of
 
 EVENT_TYPES = ("LOG", "NETWORK", "AUTH", "FILE", "PROCESS", "REGISTRY", "CUSTOM")
 EVENT_FLAGS = ("truncated", "invalid_utf8", "nul_replaced")
+TRANSPORTS = ("udp", "tcp", "tls", "http", "file", "replay")
 
 
 class Event(Base):
@@ -30,6 +31,7 @@ class Event(Base):
     __table_args__ = (
         CheckConstraint(one_of("event_type", EVENT_TYPES), name="event_type"),
         CheckConstraint(one_of("log_source_type", DOMAINS), name="log_source_type"),
+        CheckConstraint(one_of("transport", TRANSPORTS), name="transport"),
         Index("idx_events_hostname_arrival_ts_utc", "hostname", "arrival_ts_utc"),
         Index("idx_events_log_source_type_arrival_ts_utc", "log_source_type", "arrival_ts_utc"),
         Index(
@@ -62,3 +64,4 @@ class Event(Base):
     )
     device_id: Mapped[int | None]
     flags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    transport: Mapped[str | None] = mapped_column(String(10))

@@ -1,0 +1,1 @@
+"""The event store: parsed events from logs.parsed.> into PostgreSQL `events`, in batches."""

@@ -1,0 +1,136 @@
+"""Write parsed events: COPY into a staging table, then one INSERT ... ON CONFLICT DO NOTHING.
+
+COPY cannot skip duplicates, and at-least-once delivery redelivers, so events land in a
+temporary table first; the insert from it is idempotent on (event_id, arrival_ts_utc).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import orjson
+
+from opmas.messages import ParsedEvent
+from opmas.store.devices import UNREGISTERED, DeviceRegistry, Sighting
+
+COLUMNS = (
+    "event_id",
+    "arrival_ts_utc",
+    "source_ip",
+    "original_ts",
+    "event_ts",
+    "hostname",
+    "process_name",
+    "pid",
+    "log_level",
+    "facility",
+    "event_type",
+    "message",
+    "parser_name",
+    "log_source_type",
+    "structured_fields",
+    "device_id",
+    "flags",
+    "transport",
+)
+# source_ip is staged as text: the engine's connections decode inet as text, which asyncpg
+# cannot write in COPY's binary format; the insert casts it back. Keep in step with COLUMNS.
+STAGE_SQL = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS events_stage ON COMMIT DELETE ROWS AS "
+    "SELECT event_id, arrival_ts_utc, source_ip::text AS source_ip, original_ts, "
+    "event_ts, hostname, process_name, pid, log_level, facility, event_type, message, "
+    "parser_name, log_source_type, structured_fields, device_id, flags, transport "
+    "FROM events WITH NO DATA "
+)
+INSERT_SQL = (
+    "INSERT INTO events (event_id, arrival_ts_utc, source_ip, original_ts, event_ts, "
+    "hostname, process_name, pid, log_level, facility, event_type, message, "
+    "parser_name, log_source_type, structured_fields, device_id, flags, transport) "
+    "SELECT event_id, arrival_ts_utc, source_ip::inet, original_ts, event_ts, "
+    "hostname, process_name, pid, log_level, facility, event_type, message, "
+    "parser_name, log_source_type, structured_fields, device_id, flags, transport "
+    "FROM events_stage ON CONFLICT DO NOTHING "
+)
+
+
+def _cut(value: str | None, size: int) -> str | None:
+    """Fit a header value into its column: a garbage header must not fail the batch."""
+    return value[:size] if value is not None and len(value) > size else value
+
+
+def _when(iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso else None
+
+
+def device_key(event: ParsedEvent) -> str | None:
+    """The name a device is registered under: its hostname, else its source IP."""
+    return _cut(event.hostname, 255) or event.source_ip
+
+
+def sightings(events: list[ParsedEvent]) -> dict[str, Sighting]:
+    """The latest sighting of each device in a batch."""
+    seen: dict[str, Sighting] = {}
+    for event in events:
+        key = device_key(event)
+        if key is None:
+            continue
+        arrival = datetime.fromisoformat(event.arrival_ts_utc)
+        current = seen.get(key)
+        if current is None or current.seen_at < arrival:
+            seen[key] = Sighting(key, event.source_ip, arrival)
+    return seen
+
+
+def _no_nul(text: str) -> str:
+    """PostgreSQL text and jsonb cannot hold NUL; the parser replaces it, this makes sure."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _fields_json(fields: dict[str, object]) -> str:
+    text = orjson.dumps(fields).decode()
+    return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
+
+
+def to_record(event: ParsedEvent, device_id: int | None) -> tuple[object, ...]:
+    """The `events` row of a parsed event, in COLUMNS order."""
+    return (
+        event.event_id,
+        datetime.fromisoformat(event.arrival_ts_utc),
+        event.source_ip,
+        event.original_ts,
+        _when(event.event_ts),
+        _cut(event.hostname, 255),
+        _cut(event.process_name, 255),
+        event.pid,
+        _cut(event.log_level, 20),
+        _cut(event.facility, 20),
+        event.event_type,
+        _no_nul(event.message),
+        _cut(event.parser_name, 100),
+        event.log_source_type,
+        _fields_json(event.structured_fields),
+        device_id,
+        event.flags,
+        event.transport,
+    )
+
+
+async def write_events(
+    conn: asyncpg.Connection, events: list[ParsedEvent], devices: DeviceRegistry
+) -> int:
+    """Store `events` in the caller's transaction; return how many were new."""
+    if not events:
+        return 0
+    ids = await devices.resolve(conn, sightings(events))
+    records = []
+    for event in events:
+        key = device_key(event)
+        device_id = ids.get(key) if key is not None else None
+        if device_id is None:
+            UNREGISTERED.inc()
+        records.append(to_record(event, device_id))
+    await conn.execute(STAGE_SQL)
+    await conn.copy_records_to_table("events_stage", records=records, columns=COLUMNS)
+    status = await conn.execute(INSERT_SQL)
+    return int(status.rsplit(" ", 1)[-1])
