@@ -10,6 +10,7 @@ import typer
 
 from opmas import __version__
 from opmas.cli import config as config_cli
+from opmas.cli import events as events_cli
 from opmas.cli import migrate as migrate_cli
 from opmas.cli import status as status_cli
 from opmas.cli.context import console, load_settings
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(config_cli.app, name="config")
+app.add_typer(events_cli.app, name="events")
 app.command("migrate")(migrate_cli.migrate)
 app.command("status")(status_cli.status)
 
