@@ -12,6 +12,7 @@ from opmas import __version__
 from opmas.cli import config as config_cli
 from opmas.cli import events as events_cli
 from opmas.cli import migrate as migrate_cli
+from opmas.cli import replay as replay_cli
 from opmas.cli import status as status_cli
 from opmas.cli.context import console, load_settings
 from opmas.errors import OpmasError
@@ -30,6 +31,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(events_cli.app, name="events")
 app.command("migrate")(migrate_cli.migrate)
 app.command("status")(status_cli.status)
+app.command("replay")(replay_cli.replay)
 
 
 def _version(value: bool) -> None:
