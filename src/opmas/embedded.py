@@ -120,12 +120,13 @@ class _ChildServer:
         self.name = name
         self.log_path = log_path
         self.stop_signal = stop_signal
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    async def spawn(self, argv: list[str], *, user: str | None = None) -> None:
+    def spawn(self, argv: list[str], *, user: str | None = None) -> None:
+        """Fork the server (plain Popen: works under any event loop, uvloop included)."""
         with self.log_path.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv,
+            self.proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -144,7 +145,7 @@ class _ChildServer:
         deadline = time.monotonic() + within_s
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.returncode is not None:
+            if self.proc is not None and self.proc.poll() is not None:
                 raise EmbeddedError(f"{self.name} exited at start:\n{self.log_tail()}")
             try:
                 await ready()
@@ -157,15 +158,15 @@ class _ChildServer:
         )
 
     async def stop(self, grace_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.returncode is not None:
+        if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(self.stop_signal)
         try:
-            await asyncio.wait_for(self.proc.wait(), grace_s)
-        except TimeoutError:
+            await asyncio.to_thread(self.proc.wait, grace_s)
+        except subprocess.TimeoutExpired:
             log.warning("server did not stop in time, killing it", server=self.name)
             self.proc.kill()
-            await self.proc.wait()
+            await asyncio.to_thread(self.proc.wait)
 
 
 class EmbeddedPostgres:
@@ -202,7 +203,7 @@ class EmbeddedPostgres:
                 "-c",
                 "full_page_writes=off",
             ]
-        await self._child.spawn(argv, user=self.user)
+        self._child.spawn(argv, user=self.user)
         await self._child.wait_until(self._create_database, self.settings.start_timeout_s)
         return self.url
 
@@ -273,7 +274,7 @@ class EmbeddedNats:
             f"pid_file: {json.dumps(str(self.dir / 'nats-server.pid'))}\n"
             f"max_payload: 8MB\njetstream {{\n  store_dir: {store}\n  {sync}\n}}\n"
         )
-        await self._child.spawn([str(nats_server_binary()), "-c", str(config)])
+        self._child.spawn([str(nats_server_binary()), "-c", str(config)])
         await self._child.wait_until(self._jetstream_ready, self.settings.start_timeout_s)
         return self.url
 

@@ -45,7 +45,7 @@ async def test_postgres_left_running_by_a_dead_owner_is_replaced(tmp_path: Path)
     successor = EmbeddedPostgres(tmp_path, EmbeddedSettings(), durable=False)
     url = await successor.start()
     try:
-        assert await orphan._child.proc.wait() is not None
+        assert orphan._child.proc.wait(10) is not None
         assert await _query(url, "SELECT 1") == 1
         assert successor._child.proc is not None
         assert successor._child.proc.pid != orphan_pid
@@ -66,7 +66,7 @@ async def test_nats_restart_keeps_jetstream_messages_and_replaces_an_orphan(
     url = await second.start()  # first is still running: it must be stopped, not doubled
     try:
         assert first._child.proc is not None
-        assert await first._child.proc.wait() is not None
+        assert first._child.proc.wait(10) is not None
         nc = await nats.connect(url)
         msg = await nc.jetstream().get_msg("KEEP", 1)
         assert msg.data == b"persisted"
