@@ -222,9 +222,8 @@ def send(
 
 def parse_only(count: int = 200_000) -> float:
     """Lines per second through the parser engine alone, in this process (one core)."""
-    from opmas.parser.loader import load_engine
-
     from opmas.messages import RawLog, new_id
+    from opmas.parser.loader import load_engine
 
     engine = load_engine([])
     now = time.time()

@@ -102,6 +102,4 @@ def new_id() -> str:
 
 def iso_utc(ts: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds and a `Z`."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

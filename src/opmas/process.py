@@ -13,12 +13,16 @@ from dataclasses import dataclass
 
 from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
+from opmas.ingest.service import IngestService
+from opmas.parser.engine import ParserEngine
+from opmas.parser.service import ParserService
 from opmas.resources import Resources, open_resources
 from opmas.runtime import ComponentFactory, ComponentState, Supervisor
 from opmas.settings import Settings
 from opmas.status import StatusResponder
+from opmas.store.service import EventStore
 
-COMPONENT_NAMES = ("maintenance", "api")
+COMPONENT_NAMES = ("maintenance", "store", "parser", "ingest", "api")
 """Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
 
 
@@ -44,6 +48,14 @@ def _factory(name: str, process: Process) -> ComponentFactory:
         return lambda: ApiServer(resources, sock=process.api_socket, supervisor=process.supervisor)
     if name == "maintenance":
         return lambda: PartitionMaintainer(resources.engine, resources.settings.database)
+    if name == "store":
+        return lambda: EventStore(resources.engine, resources.bus)
+    if name == "parser":
+        return lambda: ParserService(
+            resources.bus, ParserEngine.from_dirs(resources.settings.parser_dirs)
+        )
+    if name == "ingest":
+        return lambda: IngestService.from_settings(resources.settings, resources.bus)
     raise ValueError(f"unknown component {name!r}; known: {', '.join(COMPONENT_NAMES)}")
 
 

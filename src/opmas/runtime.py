@@ -60,6 +60,7 @@ class ComponentState:
     status: ComponentStatus = ComponentStatus.STOPPED
     restarts: int = 0
     last_error: str | None = None
+    detail: str | None = None  # what an ACTIVE component offers, e.g. where it listens
     since: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, object]:
@@ -68,6 +69,7 @@ class ComponentState:
             "status": str(self.status),
             "restarts": self.restarts,
             "last_error": self.last_error,
+            "detail": self.detail,
             "since": self.since,
         }
 
@@ -142,6 +144,8 @@ class Supervisor:
     async def _run_once(self, name: str, stop: asyncio.Event) -> None:
         self._set(name, ComponentStatus.STARTING)
         async with self._factories[name]() as component:
+            describe = getattr(component, "describe", None)
+            self.states[name].detail = describe() if callable(describe) else None
             self._set(name, ComponentStatus.ACTIVE)
             await component.run(stop)
             if not stop.is_set():

@@ -102,6 +102,39 @@ class RuntimeSettings(BaseModel):
     )
 
 
+class IngestSettings(BaseModel):
+    """Tuning of the `ingest` component (syslog listeners, batching) and of POST /api/v1/logs."""
+
+    batch_size: int = Field(500, ge=1, description="Lines per bus message on logs.raw.")
+    flush_delay_ms: float = Field(
+        20.0, gt=0, description="A partial batch is published after this delay."
+    )
+    max_queued_lines: int = Field(
+        50_000, ge=1, description="Lines held before TCP pauses reading and UDP drops."
+    )
+    max_inflight_batches: int = Field(
+        64, ge=1, description="Batches published and not yet acknowledged by JetStream."
+    )
+    max_connections: int = Field(
+        10_000, ge=1, description="Open TCP and TLS syslog connections; more are refused."
+    )
+    idle_timeout_s: float = Field(
+        300.0, gt=0, description="A syslog connection that sends nothing this long is closed."
+    )
+    tls_handshake_timeout_s: float = Field(
+        10.0, gt=0, description="A TLS client must finish its handshake within this time."
+    )
+    udp_receive_buffer: int = Field(
+        4 * 1024 * 1024, ge=0, description="SO_RCVBUF asked for the UDP socket (0: default)."
+    )
+    http_max_body: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest POST /api/v1/logs body, also unzipped."
+    )
+    idempotency_ttl_s: int = Field(
+        86_400, ge=60, description="How long an Idempotency-Key is remembered."
+    )
+
+
 class Settings(BaseSettings):
     """Root settings. Env `OPMAS_X` or `OPMAS_GROUP__X`; the YAML file uses the same names."""
 
@@ -135,10 +168,40 @@ class Settings(BaseSettings):
         "info", description="Lowest level logged."
     )
     log_format: Literal["console", "json"] = Field("console", description="Log line format.")
+    parser_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Directories of extra parser YAML files; a file overrides a shipped one.",
+    )
+    syslog_host: str = Field("0.0.0.0", description="Address the syslog listeners bind.")  # noqa: S104
+    syslog_udp_port: int = Field(
+        5514, ge=-1, le=65535, description="Syslog UDP port (0: a free port, -1: off)."
+    )
+    syslog_tcp_port: int = Field(
+        5514, ge=-1, le=65535, description="Syslog TCP port (0: a free port, -1: off)."
+    )
+    syslog_tls_port: int = Field(
+        6514, ge=-1, le=65535, description="Syslog TLS port, RFC 5425 (0: free, -1: off)."
+    )
+    syslog_tls_cert: Path | None = Field(
+        None, description="PEM certificate of the TLS listener; unset: no TLS listener."
+    )
+    syslog_tls_key: Path | None = Field(
+        None, description="PEM private key of syslog_tls_cert (unset: inside the cert file)."
+    )
+    syslog_tls_ca: Path | None = Field(
+        None, description="PEM CA bundle; set: TLS clients must present a certificate it signed."
+    )
+    syslog_max_message: int = Field(
+        65536, ge=256, description="Longer syslog lines are truncated and flagged."
+    )
+    ingest_auth: bool = Field(
+        True, description="POST /api/v1/logs requires a Bearer token (off: lab only)."
+    )
     database: DatabaseSettings = DatabaseSettings()
     bus: BusSettings = BusSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -99,6 +99,10 @@ def opmas_env(tmp_path: Path) -> dict[str, str]:
         OPMAS_DATA_DIR=str(tmp_path / "data"),
         OPMAS_HTTP_PORT=str(free_port()),
         OPMAS_NATS_SYNC="false",
+        OPMAS_SYSLOG_HOST="127.0.0.1",
+        OPMAS_SYSLOG_UDP_PORT="0",
+        OPMAS_SYSLOG_TCP_PORT="0",
+        OPMAS_SYSLOG_TLS_PORT="0",
         COLUMNS="200",
     )
     return env

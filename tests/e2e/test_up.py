@@ -57,7 +57,9 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     report = json.loads(status.stdout)
     assert status.returncode == 0, status.stdout + status.stderr
     components = {c["name"]: c["status"] for c in report["processes"][0]["components"]}
-    assert components == {"api": "ACTIVE", "maintenance": "ACTIVE"}
+    assert components == dict.fromkeys(
+        ("api", "maintenance", "store", "parser", "ingest"), "ACTIVE"
+    )
     assert {s["stream"] for s in report["streams"]} >= {"LOGS_RAW", "LOGS_PARSED", "FINDINGS"}
 
     assert up.stop(signal.SIGINT) == 0

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from opmas import __version__
-from opmas.api.routes import system
+from opmas.api.routes import logs, system
 from opmas.errors import ApiError
 from opmas.resources import Resources, open_resources
 from opmas.settings import Settings, ensure_secret_key
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         lifespan=lifespan,
     )
     app.include_router(system.router)
+    app.include_router(logs.router)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -83,6 +83,12 @@ class ApiServer:
         if self._sock is not None and self._sock is not self._given_sock:
             self._sock.close()
 
+    def describe(self) -> str | None:
+        if self._sock is None:
+            return None
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
     async def run(self, stop: asyncio.Event) -> None:
         assert self._serving is not None  # noqa: S101 - set by __aenter__
         stopping = asyncio.create_task(stop.wait())

@@ -74,12 +74,12 @@ async def connect_bus(
     js = nc.jetstream(timeout=settings.publish_timeout_s)
     await _check_jetstream(nc, js, shown)
     version = nc.connected_server_version
-    log.info("bus connected", url=shown, name=name, server=f"{version.major}.{version.minor}")
+    log.debug("bus connected", url=shown, name=name, server=f"{version.major}.{version.minor}")
     try:
         yield Bus(nc=nc, js=js, subjects=Subjects(settings.namespace), settings=settings)
     finally:
         await _drain(nc)
-        log.info("bus closed", url=shown, name=name)
+        log.debug("bus closed", url=shown, name=name)
 
 
 def redact(url: str) -> str:

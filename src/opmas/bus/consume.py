@@ -197,7 +197,7 @@ class PullConsumer:
             raise StreamMissing(f"stream {stream} does not exist; run ensure_streams") from exc
         except (TimeoutError, nats.errors.Error) as exc:
             raise BusError(f"cannot create consumer {self.durable} on {stream}: {exc!r}") from exc
-        log.info("consumer ready", stream=stream, durable=self.durable, start=self._start_time)
+        log.debug("consumer ready", stream=stream, durable=self.durable, start=self._start_time)
         return self
 
     async def __aexit__(
@@ -363,12 +363,12 @@ class PullConsumer:
 
         Raises BusError when fetching fails; handler failures never end the loop.
         """
-        log.info("consumer running", stream=self.stream.name, durable=self.durable)
+        log.debug("consumer running", stream=self.stream.name, durable=self.durable)
         while not stop.is_set():
             msgs = await self.fetch(timeout=self._fetch_timeout_s)
             if msgs:
                 await self.process(msgs, handler)
-        log.info("consumer stopped", stream=self.stream.name, durable=self.durable)
+        log.debug("consumer stopped", stream=self.stream.name, durable=self.durable)
 
 
 def _error_text(exc: BaseException) -> str:

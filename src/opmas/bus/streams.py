@@ -78,7 +78,7 @@ async def ensure_stream(bus: Bus, spec: StreamSpec) -> bool:
             info = await bus.js.stream_info(spec.name)
         except nats.js.errors.NotFoundError:
             await bus.js.add_stream(wanted)
-            log.info("stream created", stream=spec.name, subjects=wanted.subjects)
+            log.debug("stream created", stream=spec.name, subjects=wanted.subjects)
             return True
         differences = _differences(info.config, wanted)
         if not differences:

@@ -12,9 +12,11 @@ import typer
 from opmas import __version__
 from opmas.cli import config as config_cli
 from opmas.cli import events as events_cli
+from opmas.cli import explain as explain_cli
 from opmas.cli import migrate as migrate_cli
 from opmas.cli import replay as replay_cli
 from opmas.cli import status as status_cli
+from opmas.cli import tokens as tokens_cli
 from opmas.cli.context import console, load_settings
 from opmas.errors import OpmasError
 from opmas.process import COMPONENT_NAMES, Process, run_process
@@ -30,9 +32,11 @@ app = typer.Typer(
 )
 app.add_typer(config_cli.app, name="config")
 app.add_typer(events_cli.app, name="events")
+app.add_typer(tokens_cli.app, name="tokens")
 app.command("migrate")(migrate_cli.migrate)
 app.command("status")(status_cli.status)
 app.command("replay")(replay_cli.replay)
+app.command("explain")(explain_cli.explain)
 
 
 def _version(value: bool) -> None:
@@ -69,7 +73,8 @@ def _host_of(url: str) -> str:
 
 def _print_status(state: ComponentState) -> None:
     if state.status is ComponentStatus.ACTIVE:
-        console.print(f"[green]ready[/green]    {state.name}")
+        detail = f"  {state.detail}" if state.detail else ""
+        console.print(f"[green]ready[/green]    {state.name:<12}{detail}")
     elif state.status is ComponentStatus.ERROR:
         console.print(f"[red]error[/red]    {state.name}: {state.last_error} (restarting)")
 

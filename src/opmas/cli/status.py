@@ -89,7 +89,7 @@ def _print(report: dict[str, Any]) -> None:
     for name, error in {**ready.get("errors", {}), "nats": report.get("nats_error")}.items():
         if error:
             console.print(f"  [red]{name}:[/red] {error}")
-    components = Table("host", "pid", "component", "status", "restarts", "last error")
+    components = Table("host", "pid", "component", "status", "restarts", "detail / last error")
     for process in report["processes"]:
         for comp in process["components"]:
             components.add_row(
@@ -98,7 +98,7 @@ def _print(report: dict[str, Any]) -> None:
                 comp["name"],
                 comp["status"],
                 str(comp["restarts"]),
-                comp["last_error"] or "",
+                (comp["last_error"] if comp["status"] == "ERROR" else comp.get("detail")) or "",
             )
     console.print(components)
     streams = Table("stream", "messages", "bytes", "consumer", "lag", "ack pending")

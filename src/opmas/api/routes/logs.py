@@ -1,0 +1,123 @@
+"""POST /api/v1/logs: a batch of log lines from an HTTP client, answered 202 once on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from opmas.api.auth import CurrentIngestClient
+from opmas.api.deps import AppResources
+from opmas.errors import ApiError, BusError
+from opmas.ingest.http_body import Unprocessable, parse_body, read_body
+from opmas.ingest.http_publish import HttpIngest
+
+router = APIRouter(tags=["logs"])
+
+MAX_IDEMPOTENCY_KEY = 255
+PARSE_IN_THREAD_BYTES = 256 * 1024
+
+_ERROR = {"content": {"application/json": {"example": {"error": "...", "detail": "..."}}}}
+_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "required": ["message"],
+                            "properties": {
+                                name: {"type": "string"}
+                                for name in ("message", "hostname", "timestamp", "program", "level")
+                            },
+                        },
+                    ]
+                },
+            },
+            "example": ["<30>Apr 18 15:02:17 OpenWRT-Router1 hostapd: wlan0: STA up"],
+        },
+        "text/plain": {"schema": {"type": "string"}, "example": "line one\nline two\n"},
+    },
+}
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+
+
+def _http_ingest(request: Request, resources: AppResources) -> HttpIngest:
+    ingest: HttpIngest | None = getattr(request.app.state, "http_ingest", None)
+    if ingest is None:
+        ingest = request.app.state.http_ingest = HttpIngest(
+            resources.bus, resources.settings.ingest
+        )
+    return ingest
+
+
+@router.post(
+    "/api/v1/logs",
+    status_code=202,
+    summary="Send a batch of log lines (JSON array or text/plain); 202 once on the bus",
+    openapi_extra={"requestBody": _BODY},
+    responses={
+        202: {"content": {"application/json": {"example": {"accepted": 2, "batch_id": "..."}}}},
+        401: _ERROR | {"description": "No or bad token"},
+        409: _ERROR | {"description": "Idempotency-Key reused with another body"},
+        413: _ERROR | {"description": "Body too large (sent or unzipped)"},
+        415: _ERROR | {"description": "Content-Type or Content-Encoding not supported"},
+        422: _ERROR | {"description": "Invalid body; detail names each wrong place"},
+        503: _ERROR | {"description": "Bus unavailable; retry (with the same Idempotency-Key)"},
+    },
+)
+async def post_logs(
+    request: Request,
+    resources: AppResources,
+    client: CurrentIngestClient,
+    idempotency_key: Annotated[
+        str | None, Header(description="Makes a retried batch a no-op (kept 24 h).")
+    ] = None,
+) -> JSONResponse:
+    """Accept the batch once JetStream has stored it; a retry with the same Idempotency-Key
+    publishes nothing more and gets the same answer."""
+    settings = resources.settings
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise Unprocessable(f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    body = await read_body(
+        request.stream(),
+        content_length=request.headers.get("content-length"),
+        encoding=request.headers.get("content-encoding"),
+        limit=settings.ingest.http_max_body,
+    )
+    ingest = _http_ingest(request, resources)
+    max_message = min(settings.syslog_max_message, ingest.max_line_bytes)
+    content_type = request.headers.get("content-type")
+    if len(body) > PARSE_IN_THREAD_BYTES:  # keep the loop (and the syslog listeners) responsive
+        items = await asyncio.to_thread(parse_body, body, content_type, max_message)
+    else:
+        items = parse_body(body, content_type, max_message)
+    if client.device is not None:
+        for item in items:
+            if item.hostname is None:
+                item.hostname = client.device
+    try:
+        accepted = await ingest.accept(
+            items,
+            client=client.key,
+            source_ip=request.client.host if request.client else None,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+    except BusError as exc:
+        raise ServiceUnavailable(f"the bus did not store the batch; retry ({exc})") from exc
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+    return JSONResponse(
+        {"accepted": accepted.accepted, "batch_id": accepted.batch_id},
+        status_code=202,
+        headers=headers,
+    )

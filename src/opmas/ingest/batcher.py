@@ -1,0 +1,220 @@
+"""Collect received lines into RawBatches and publish them on logs.raw (ingest, last step).
+
+Sealed at `batch_size` lines or `flush_delay` after the first, published pipelined. Lines
+count as queued until acknowledged; when full, TCP pauses and UDP drops (counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Protocol
+
+import structlog
+
+from opmas.bus.connect import Bus
+from opmas.bus.publish import Publisher
+from opmas.errors import BusError
+from opmas.ingest.framing import cut_utf8
+from opmas.ingest.metrics import PAUSED, PUBLISH_FAILED, PUBLISHED, QUEUED
+from opmas.messages import Flag, RawBatch, RawLog, encode, new_id
+from opmas.settings import IngestSettings
+
+log = structlog.get_logger(__name__)
+
+RETRY_BASE_S = 0.1
+RETRY_MAX_S = 5.0
+HEADER_SLACK = 4096  # room for headers and subject within the NATS max payload
+
+
+class Pausable(Protocol):
+    """A connection the batcher can stop and restart reading."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+def encode_batches(batch_id: str, items: list[RawLog], max_bytes: int) -> list[tuple[str, bytes]]:
+    """(msg id, payload) of `items`: one message, or halves `<id>:<n>` until each fits."""
+    payload = encode(RawBatch(batch_id, items))
+    if len(payload) <= max_bytes:
+        return [(batch_id, payload)]
+    if len(items) == 1:
+        item = items[0]
+        cut = cut_utf8(item.line.encode()[: max_bytes // 8]).decode()
+        flags = item.flags if Flag.TRUNCATED in item.flags else [Flag.TRUNCATED, *item.flags]
+        smaller = RawLog(item.event_id, item.arrival_ts, cut, item.transport, item.source_ip, flags)
+        return [(batch_id, encode(RawBatch(batch_id, [smaller])))]
+    half = len(items) // 2
+    parts = [items[:half], items[half:]]
+    return [
+        m
+        for i, part in enumerate(parts)
+        for m in encode_batches(f"{batch_id}:{i}", part, max_bytes)
+    ]
+
+
+class Batcher:
+    """Batches lines for logs.raw and publishes them; `run(stop)` returns once all are acked.
+
+    `add` always takes the lines (a TCP receiver cannot give bytes back) and the caller then
+    checks `full`; `has_room` is asked before a line is taken that may be dropped (UDP).
+    """
+
+    def __init__(self, bus: Bus, settings: IngestSettings) -> None:
+        self._bus = bus
+        self._subject = bus.subjects.logs_raw
+        self._batch_size = settings.batch_size
+        self._flush_delay_s = settings.flush_delay_ms / 1000
+        self._max_queued = settings.max_queued_lines
+        self._resume_below = settings.max_queued_lines // 2
+        self._max_inflight = settings.max_inflight_batches
+        self._max_payload = max(bus.nc.max_payload - HEADER_SLACK, 64 * 1024)
+        self._seal_bytes = self._max_payload // 2
+        self._current: list[RawLog] = []
+        self._current_bytes = 0
+        self._sealed: deque[tuple[str, list[RawLog]]] = deque()
+        self._queued = 0
+        self._paused: set[Pausable] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def max_line_bytes(self) -> int:
+        """Longest line a batch can carry: an encoded line may grow 6x (\\u0000 escapes)."""
+        return self._max_payload // 7
+
+    @property
+    def queued(self) -> int:
+        """Lines received and not yet acknowledged by JetStream."""
+        return self._queued
+
+    @property
+    def full(self) -> bool:
+        return self._queued >= self._max_queued
+
+    @property
+    def paused(self) -> int:
+        """Connections waiting for room."""
+        return len(self._paused)
+
+    def has_room(self) -> bool:
+        return self._queued < self._max_queued
+
+    def add(self, items: list[RawLog], nbytes: int) -> None:
+        """Take `items` (about `nbytes` of text) into the current batch."""
+        if not items:
+            return
+        self._current.extend(items)
+        self._queued += len(items)
+        self._current_bytes += nbytes
+        if len(self._current) >= self._batch_size or self._current_bytes >= self._seal_bytes:
+            self._seal()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._flush_delay_s, self._seal)
+
+    def add_one(self, item: RawLog, nbytes: int) -> None:
+        """`add([item], nbytes)` without building a list (the UDP path)."""
+        self._current.append(item)
+        self._queued += 1
+        self._current_bytes += nbytes
+        if len(self._current) >= self._batch_size or self._current_bytes >= self._seal_bytes:
+            self._seal()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._flush_delay_s, self._seal)
+
+    def wait_for_room(self, who: Pausable) -> None:
+        """Pause `who` until the queue has drained below half of `max_queued_lines`."""
+        if who not in self._paused:
+            self._paused.add(who)
+            who.pause()
+            PAUSED.set(len(self._paused))
+
+    def forget(self, who: Pausable) -> None:
+        """`who` went away (connection lost)."""
+        self._paused.discard(who)
+        PAUSED.set(len(self._paused))
+
+    def _seal(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        current, self._current, self._current_bytes = self._current, [], 0
+        size = self._batch_size
+        for start in range(0, len(current), size):
+            self._sealed.append((new_id(), current[start : start + size]))
+        if current:
+            self._ready.set()
+        QUEUED.set(self._queued)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish sealed batches until `stop` is set and every received line is acknowledged.
+
+        A failed round is retried with the same msg ids (JetStream drops the duplicates)
+        until it succeeds; if cancelled meanwhile, the lines still queued are logged as lost.
+        """
+        publisher = Publisher(self._bus, max_pending=self._max_inflight)
+        watcher = asyncio.create_task(self._wake_on(stop))
+        try:
+            while True:
+                if not self._sealed:
+                    if stop.is_set():
+                        if not self._current:
+                            return
+                        self._seal()
+                        continue
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                await self._publish_round(publisher)
+        except asyncio.CancelledError:
+            if self._queued:
+                log.warning("lines abandoned at stop", lines=self._queued)
+            raise
+        finally:
+            watcher.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._ready.set()
+
+    async def _publish_round(self, publisher: Publisher) -> None:
+        count = min(len(self._sealed), self._max_inflight)
+        batches = [self._sealed.popleft() for _ in range(count)]
+        messages = [
+            m for bid, items in batches for m in encode_batches(bid, items, self._max_payload)
+        ]
+        attempt = 0
+        while True:
+            try:
+                for msg_id, payload in messages:
+                    await publisher.publish(self._subject, payload, msg_id=msg_id)
+                await publisher.flush()
+                break
+            except BusError as exc:
+                with contextlib.suppress(BusError):
+                    await publisher.flush()
+                PUBLISH_FAILED.inc()
+                attempt += 1
+                delay = min(RETRY_BASE_S * 2**attempt, RETRY_MAX_S)
+                log.warning(
+                    "batch publish failed, retrying",
+                    batches=len(batches),
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=str(exc),
+                )
+                await asyncio.sleep(delay)
+        lines = sum(len(items) for _, items in batches)
+        self._queued -= lines
+        PUBLISHED.inc(lines)
+        QUEUED.set(self._queued)
+        if self._paused and self._queued <= self._resume_below:
+            paused, self._paused = self._paused, set()
+            PAUSED.set(0)
+            for who in paused:
+                who.resume()

@@ -1,0 +1,80 @@
+"""Writes docs/events.md from the shipped parser files: `python -m opmas.parser.docs`.
+
+Every event name, its fields, domain and event type come from parsing each pattern's own
+example lines with the engine, so the page shows what the parser really produces.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from opmas.parser.compiled import CompiledParser
+from opmas.parser.engine import ParserEngine
+
+ARRIVAL = 1795300000.0  # fixed arrival time, so year resolution in examples is stable
+HEADER = """# Parsed events
+
+Generated from `src/opmas/parser/programs/*.yaml` by `python -m opmas.parser.docs`; do not
+edit by hand (a test checks that this file is up to date).
+
+Each event carries `structured_fields.event` (the name below) and the fields listed; a field
+is left out when the line does not have it. `domain` is the `log_source_type` the event is
+routed to (`logs.parsed.<domain>`). A line from a known program that matches none of its
+patterns gets the program's catch-all event `<program>_message` (dashes become `_`) with the
+parser's default domain. Lines whose program has no parser, or that have no syslog header,
+are stored with parser `unparsed` and domain `other`.
+
+Timestamps without a zone (RFC 3164, `logread`) are read as UTC; a missing year is the one
+that puts the time nearest the line's arrival.
+"""
+
+
+def render(engine: ParserEngine) -> str:
+    """The whole events page as Markdown."""
+    parts = [HEADER]
+    for parser in sorted(engine.parsers, key=lambda p: p.spec.name):
+        parts.append(_section(engine, parser))
+    return "\n".join(parts)
+
+
+def _section(engine: ParserEngine, parser: CompiledParser) -> str:
+    spec = parser.spec
+    lines = [
+        f"## {spec.name} (`{parser.name}`)",
+        "",
+        spec.description,
+        "",
+        f"Programs: {', '.join(f'`{p}`' for p in spec.programs)}. "
+        f"Default domain `{spec.domain}`, event type `{spec.event_type}`.",
+        "",
+        "| event | fields | domain | event type | example |",
+        "|---|---|---|---|---|",
+    ]
+    seen: set[tuple[str, str]] = set()
+    for pattern in parser.patterns:
+        examples = pattern.spec.example
+        for example in [examples] if isinstance(examples, str) else examples or []:
+            event = engine.explain(example, ARRIVAL).event
+            name = str(event.structured_fields.get("event", ""))
+            fields = ", ".join(f"`{k}`" for k in event.structured_fields if k != "event")
+            if (name, fields) in seen:
+                continue
+            seen.add((name, fields))
+            row = [f"`{name}`", fields, event.log_source_type, event.event_type, _code(example)]
+            lines.append("| " + " | ".join(row) + " |")
+    fallback = spec.fallback_event.replace("{program}", "<program>")
+    lines.append(f"| `{fallback}` | | {spec.domain} | {spec.event_type} | (any other line) |")
+    return "\n".join(lines) + "\n"
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
+def main() -> None:
+    """Print the events page."""
+    sys.stdout.write(render(ParserEngine.from_dirs()))
+
+
+if __name__ == "__main__":
+    main()

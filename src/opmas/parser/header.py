@@ -1,0 +1,281 @@
+"""Syslog header parsing, the first step of the parser stage (RawLog.line -> Header).
+
+Recognises RFC 5424, RFC 3164 (with or without PRI, hostname, year or ISO 8601 time), the
+OpenWRT `logread` file format, LuCI's log-viewer rendering, raw `dmesg` and bare lines. One
+cheap first-character test picks the regex to try, so a line costs one or two regex calls.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip
+SEVERITIES = ("EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG")
+LEVELS = {
+    "emerg": "EMERG", "panic": "EMERG", "alert": "ALERT", "crit": "CRIT", "critical": "CRIT",
+    "err": "ERR", "error": "ERR", "warn": "WARNING", "warning": "WARNING", "notice": "NOTICE",
+    "info": "INFO", "informational": "INFO", "debug": "DEBUG",
+}  # fmt: skip
+MAX_PRI = 191
+
+_MONTH = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
+_WEEKDAYS = frozenset(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+_MONTHS = frozenset(_MONTH.split("|"))
+_WEEKDAY_INITIALS = frozenset("MTWFS")
+_FACSEV = (
+    r"(?P<fac>kern|user|mail|daemon|authpriv|auth|syslog|lpr|news|uucp|cron|ftp|ntp|security"
+    r"|console|local[0-7]|mark)\.(?P<sev>emerg|panic|alert|crit|error|err|warning|warn|notice"
+    r"|info|debug)"
+)
+_CTIME = re.compile(
+    rf"(?P<stamp>(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:{_MONTH}) {{1,2}}\d{{1,2}} \d\d:\d\d:\d\d"
+    rf" \d{{4}})(?= )(?: \[\d+\.\d+\])?(?: {_FACSEV}(?=[: ]):?)? ?"
+)
+_BSD = re.compile(
+    rf"(?:{_MONTH}) {{1,2}}\d{{1,2}} (?:\d{{4}} )?\d\d:\d\d:\d\d(?:\.\d{{1,9}})?(?: \d{{4}}(?= ))?"
+)
+_ISO = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?")
+_FRAGMENT = re.compile(rf"{_FACSEV}:? ")
+_DMESG = re.compile(r"\[\s*\d+\.\d+\]")
+_LUCI = re.compile(rf"\[(?P<ts>[^\]]{{4,60}})\] {_FACSEV}:? ")
+_TAG = re.compile(r"([^\s\[\]:]{0,64})(?:\[([^\]\s]{0,32})\])?:(?: |$)")
+_RFC5424 = re.compile(
+    r"1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+) "
+    r'(?P<sd>-|(?:\[(?:[^\]"\\]|\\.|"(?:[^"\\]|\\.)*")*\])+)(?: (?P<msg>.*))?\Z',
+    re.DOTALL,
+)
+_TAG_TAIL = r"([^\s:\[\]]{0,64})(?:\[(\d{1,10})\])?:(?: |$)(.*)"
+# Fast paths for the two forms OpenWRT sends most (logd remote syslog, logread files):
+# one regex, one groups() call. Anything unusual falls through to the general code.
+_FAST_REMOTE = re.compile(
+    rf"<(\d{{1,3}})>((?:{_MONTH}) [ \d]\d \d\d:\d\d:\d\d) "
+    rf"(?:([^\s:\[\]]+) (?=[^\s:\[\]]{{0,64}}(?:\[\d{{1,10}}\])?:(?: |$)))?{_TAG_TAIL}",
+    re.DOTALL,
+)
+_FAST_LOGREAD = re.compile(
+    rf"((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:{_MONTH}) [ \d]\d \d\d:\d\d:\d\d \d{{4}}) "
+    rf"{_FACSEV} {_TAG_TAIL}",
+    re.DOTALL,
+)
+_SD_ELEMENT = re.compile(r'\[([^\s\]=]+)((?:\s+[^\s=\]]+="(?:[^"\\]|\\.)*")*)\s*\]')
+_SD_PARAM = re.compile(r'([^\s=\]]+)="((?:[^"\\]|\\.)*)"')
+_SD_UNESCAPE = re.compile(r"\\([\"\\\]])")
+
+
+class Header(msgspec.Struct, gc=False):
+    """What the header of one line said; `message` is the text after the tag."""
+
+    format: str  # rfc5424 rfc3164 rfc3164_iso logread logread_fragment luci dmesg none
+    message: str
+    timestamp: str | None = None
+    ts_kind: str | None = None  # how timestamps.resolve reads `timestamp`
+    hostname: str | None = None
+    program: str | None = None
+    pid: str | None = None
+    facility: str | None = None
+    severity: str | None = None
+    pri: int | None = None
+    invalid_pri: bool = False
+    msgid: str | None = None
+    structured_data: dict[str, dict[str, str]] | None = None
+
+
+def normalize_level(text: str | None) -> str | None:
+    """`warn`, `Warning`, `WARNING` -> `WARNING`; unknown names -> None."""
+    return LEVELS.get(text.lower()) if text else None
+
+
+def parse_header(line: str) -> Header:
+    """Split one line into its header fields and message; never raises.
+
+    A PRI above 191 or not a number (`<999>`, `<x>`) is dropped and reported with
+    `invalid_pri`; the rest of the line is then read as if it had no PRI.
+    """
+    first = line[:1]
+    if first == "<":
+        fast = _FAST_REMOTE.match(line)
+        if fast is not None:
+            pri_text, stamp, host, program, pid, message = fast.groups()
+            pri = int(pri_text)
+            if pri <= MAX_PRI:
+                facility, severity = FACILITIES[pri >> 3], SEVERITIES[pri & 7]
+                return Header(
+                    "rfc3164", message, stamp, "bsd", host, program, pid, facility, severity, pri
+                )
+    elif first in _WEEKDAY_INITIALS:
+        fast = _FAST_LOGREAD.match(line)
+        if fast is not None:
+            stamp, facility, severity, program, pid, message = fast.groups()
+            return Header(
+                "logread", message, stamp, "ctime", None, program, pid, facility, LEVELS[severity]
+            )
+    return _slow(line)
+
+
+def _slow(line: str) -> Header:
+    if line[:1] != "<":
+        return _after_pri(line, None, False)
+    close = line.find(">", 1, 6)
+    if close < 0:
+        return _after_pri(line, None, False)
+    token = line[1:close]
+    rest = line[close + 1 :]
+    if not (token.isascii() and token.isdigit()) or int(token) > MAX_PRI:
+        return _after_pri(rest, None, True)
+    pri = int(token)
+    if rest[:2] == "1 ":
+        match = _RFC5424.match(rest)
+        if match is not None:
+            return _rfc5424(match, pri)
+    return _after_pri(rest, pri, False)
+
+
+def _after_pri(rest: str, pri: int | None, invalid: bool) -> Header:
+    head = rest[:3]
+    if head in _WEEKDAYS:
+        match = _CTIME.match(rest)
+        if match is not None:
+            body = rest[match.end() :]
+            return _tagged(
+                "logread", body, match.group("stamp"), "ctime", None, pri, invalid, match
+            )
+    if head in _MONTHS:
+        match = _BSD.match(rest)
+        if match is not None and rest[match.end() : match.end() + 1] == " ":
+            return _hosted("rfc3164", rest, match.group(), "bsd", match.end() + 1, pri, invalid)
+    first = rest[:1]
+    if first.isdigit():
+        match = _ISO.match(rest)
+        if match is not None and rest[match.end() : match.end() + 1] == " ":
+            return _hosted("rfc3164_iso", rest, match.group(), "iso", match.end() + 1, pri, invalid)
+    elif first == "[":
+        if _DMESG.match(rest) is not None:
+            return _with_pri(Header("dmesg", rest, program="kernel"), pri, invalid)
+        match = _LUCI.match(rest)
+        if match is not None:
+            body = rest[match.end() :]
+            return _tagged("luci", body, match.group("ts"), "luci", None, pri, invalid, match)
+    elif "a" <= first <= "z":
+        match = _FRAGMENT.match(rest)
+        if match is not None:
+            body = rest[match.end() :]
+            return _tagged("logread_fragment", body, None, None, None, pri, invalid, match)
+    if pri is not None or invalid:
+        return _tagged("rfc3164", rest, None, None, None, pri, invalid, None)
+    return _tagged("none", rest, None, None, None, None, False, None)
+
+
+def split_tag(text: str) -> tuple[str, str | None, str] | None:
+    """`tag[pid]: rest` -> (tag, pid, rest), or None when `text` does not start with a tag."""
+    tag = _TAG.match(text)
+    if tag is None:
+        return None
+    program, pid = _program(tag)
+    return program, pid, text[tag.end() :]
+
+
+def _with_pri(header: Header, pri: int | None, invalid: bool) -> Header:
+    if pri is None:
+        return msgspec.structs.replace(header, invalid_pri=True) if invalid else header
+    return msgspec.structs.replace(
+        header, facility=_facility(pri), severity=SEVERITIES[pri & 7], pri=pri
+    )
+
+
+def _facility(pri: int) -> str:
+    return FACILITIES[pri >> 3]
+
+
+def _tagged(
+    fmt: str,
+    body: str,
+    stamp: str | None,
+    kind: str | None,
+    host: str | None,
+    pri: int | None,
+    invalid: bool,
+    facsev: re.Match[str] | None,
+) -> Header:
+    """A header whose next token is the tag (no hostname can follow)."""
+    facility, severity = _levels(pri, facsev)
+    program = pid = None
+    tag = _TAG.match(body)
+    if tag is not None:
+        program, pid = _program(tag)
+        body = body[tag.end() :]
+    return Header(fmt, body, stamp, kind, host, program, pid, facility, severity, pri, invalid)
+
+
+def _hosted(
+    fmt: str, rest: str, stamp: str, kind: str, start: int, pri: int | None, invalid: bool
+) -> Header:
+    """RFC 3164 after its timestamp: `[hostname] [facility.severity] tag: message`."""
+    body = rest[start:]
+    if _TAG.match(body) is not None:
+        return _tagged(fmt, body, stamp, kind, None, pri, invalid, None)
+    space = body.find(" ")
+    if space <= 0:
+        return _tagged(fmt, body, stamp, kind, None, pri, invalid, None)
+    host = body[:space]
+    body = body[space + 1 :]
+    facsev = _FRAGMENT.match(body)
+    if facsev is not None:
+        body = body[facsev.end() :]
+    return _tagged(fmt, body, stamp, kind, host, pri, invalid, facsev)
+
+
+def _levels(pri: int | None, facsev: re.Match[str] | None) -> tuple[str | None, str | None]:
+    if pri is not None:
+        return _facility(pri), SEVERITIES[pri & 7]
+    if facsev is not None and facsev.group("fac") is not None:
+        return facsev.group("fac"), LEVELS[facsev.group("sev")]
+    return None, None
+
+
+def _program(tag: re.Match[str]) -> tuple[str, str | None]:
+    name, pid = tag.group(1), tag.group(2)
+    if pid is None or (pid.isascii() and pid.isdigit()):
+        return name, pid
+    return f"{name}[{pid}]", None
+
+
+def _rfc5424(match: re.Match[str], pri: int) -> Header:
+    def nil(value: str) -> str | None:
+        return None if value == "-" else value
+
+    stamp = nil(match.group("ts"))
+    message = match.group("msg") or ""
+    if message[:1] == "\ufeff":
+        message = message[1:]
+    sd = match.group("sd")
+    return Header(
+        "rfc5424",
+        message,
+        stamp,
+        "iso" if stamp else None,
+        nil(match.group("host")),
+        nil(match.group("app")),
+        nil(match.group("procid")),
+        _facility(pri),
+        SEVERITIES[pri & 7],
+        pri,
+        False,
+        nil(match.group("msgid")),
+        None if sd == "-" else parse_structured_data(sd),
+    )
+
+
+def parse_structured_data(text: str) -> dict[str, dict[str, str]]:
+    """RFC 5424 STRUCTURED-DATA as `{sd-id: {param: value}}` with escapes undone."""
+    elements: dict[str, dict[str, str]] = {}
+    for element in _SD_ELEMENT.finditer(text):
+        params = elements.setdefault(element.group(1), {})
+        for param in _SD_PARAM.finditer(element.group(2)):
+            params[param.group(1)] = _SD_UNESCAPE.sub(r"\1", param.group(2))
+    return elements

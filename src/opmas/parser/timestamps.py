@@ -1,0 +1,172 @@
+"""Turns a header's timestamp text into UTC ISO 8601, for ParsedEvent.event_ts.
+
+Times without a zone (RFC 3164, `logread`) are taken as UTC: OpenWRT runs in UTC unless a
+zone is configured, and a per-device zone setting can come later. A missing year is the one
+that puts the time nearest the line's arrival. Results are cached per distinct text, so a
+stream costs a dict lookup per line, not a date parse.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import UTC, datetime
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        (
+            "jan gen ene janv jän",
+            "feb fév févr fev",
+            "mar mär mrt märz",
+            "apr avr abr",
+            "may mai mag mei",
+            "jun giu juin jun",
+            "jul lug juil",
+            "aug ago aoû août",
+            "sep set sept",
+            "oct ott okt out",
+            "nov",
+            "dec dic déc dez",
+        ),
+        start=1,
+    )
+    for name in names.split()
+}
+_ZONES = {"UTC": 0, "GMT": 0, "Z": 0, "WET": 0, "WEST": 60, "CET": 60, "CEST": 120, "MET": 60,
+          "MEST": 120, "EET": 120, "EEST": 180, "MSK": 180, "EST": -300, "EDT": -240,
+          "CST": -360, "CDT": -300, "MST": -420, "MDT": -360, "PST": -480, "PDT": -420}  # fmt: skip
+_BSD = re.compile(
+    r"(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?:(?P<year>\d{4}) )?(?P<h>\d\d):(?P<m>\d\d)"
+    r":(?P<s>\d\d)(?:\.(?P<frac>\d+))?(?: (?P<year2>\d{4}))?$"
+)
+_CTIME = re.compile(
+    r"[A-Z][a-z]{2} (?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
+    r" (?P<year>\d{4})$"
+)
+_ISO = re.compile(
+    r"(?P<year>\d{4})-(?P<mon>\d\d)-(?P<day>\d\d)[T ](?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
+    r"(?:[.,](?P<frac>\d+))?(?P<zone>Z|[+-]\d\d:?\d\d)?$"
+)
+_LUCI = re.compile(
+    r"(?P<day>\d{1,2})[ .]+(?P<mon>[^\W\d]+)\.? (?P<year>\d{4}),? (?P<h>\d{1,2}):(?P<m>\d\d)"
+    r":(?P<s>\d\d)(?: (?P<zone>[A-Z]{1,5}|[+-]\d\d:?\d\d))?$"
+)
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+_PATTERNS = {"bsd": _BSD, "ctime": _CTIME, "iso": _ISO, "luci": _LUCI}
+
+# (year or None, month, day, hour, minute, second, microsecond, zone offset in minutes)
+Parts = tuple[int | None, int, int, int, int, int, int, int]
+
+
+class TimeResolver:
+    """Resolves timestamp texts to ISO 8601 UTC with bounded caches (one per engine)."""
+
+    def __init__(self, cache_size: int = 8192) -> None:
+        self._cache_size = cache_size
+        self._parts: dict[tuple[str, str], Parts | None] = {}
+        self._resolved: dict[str, tuple[int, str, str | None]] = {}
+        self._seconds: dict[int, str] = {}
+
+    def arrival_iso(self, ts: float) -> str:
+        """Epoch seconds as ISO 8601 UTC with milliseconds and `Z` (as messages.iso_utc)."""
+        second = int(ts)
+        millis = int((ts - second) * 1000 + 0.0005)  # = round to microseconds, then truncate
+        if millis >= 1000:
+            second, millis = second + 1, millis - 1000
+        text = self._seconds.get(second)
+        if text is None:
+            if len(self._seconds) >= self._cache_size:
+                self._seconds.clear()
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._seconds[second] = text
+        return text + _MILLIS[millis]
+
+    def resolve(self, kind: str, text: str, arrival_ts: float) -> str | None:
+        """The UTC ISO time of `text` read as `kind` (bsd, ctime, iso, luci), or None."""
+        day = int(arrival_ts // 86400)
+        cached = self._resolved.get(text)
+        if cached is not None and cached[0] == day and cached[1] == kind:
+            return cached[2]
+        if len(self._resolved) >= self._cache_size:
+            self._resolved.clear()
+        result = self._resolve(kind, text, arrival_ts)
+        self._resolved[text] = (day, kind, result)
+        return result
+
+    def _resolve(self, kind: str, text: str, arrival_ts: float) -> str | None:
+        parts = self.parts(kind, text)
+        if parts is None:
+            return None
+        year, rest = parts[0], parts[1:]
+        if year is not None:
+            epoch = _epoch(year, rest)
+            return None if epoch is None else _iso(epoch)
+        arrival_year = datetime.fromtimestamp(arrival_ts, UTC).year
+        candidates = [_epoch(y, rest) for y in (arrival_year - 1, arrival_year, arrival_year + 1)]
+        valid = [epoch for epoch in candidates if epoch is not None]
+        if not valid:
+            return None
+        return _iso(min(valid, key=lambda epoch: abs(epoch - arrival_ts)))
+
+    def parts(self, kind: str, text: str) -> Parts | None:
+        """The fields of a timestamp text, or None when it cannot be read."""
+        key = (kind, text)
+        if key in self._parts:
+            return self._parts[key]
+        if len(self._parts) >= self._cache_size:
+            self._parts.clear()
+        pattern = _PATTERNS.get(kind)
+        match = pattern.match(text) if pattern is not None else None
+        result = _parts(match) if match is not None else None
+        self._parts[key] = result
+        return result
+
+
+def _parts(match: re.Match[str]) -> Parts | None:
+    groups = match.groupdict()
+    month_text = groups["mon"]
+    month = int(month_text) if month_text.isdigit() else _MONTHS.get(month_text.lower()[:4])
+    if month is None:
+        month = _MONTHS.get(month_text.lower()[:3])
+    zone = _zone(groups.get("zone"))
+    if month is None or zone is None:
+        return None
+    year_text = groups.get("year") or groups.get("year2")
+    frac = (groups.get("frac") or "")[:6].ljust(6, "0")
+    return (
+        int(year_text) if year_text else None,
+        month,
+        int(groups["day"]),
+        int(groups["h"]),
+        int(groups["m"]),
+        int(groups["s"]),
+        int(frac),
+        zone,
+    )
+
+
+def _zone(text: str | None) -> int | None:
+    """Offset in minutes east of UTC; no zone is UTC; an unknown name is None."""
+    if text is None:
+        return 0
+    if text[0] in "+-":
+        digits = text[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:])
+        return minutes if text[0] == "+" else -minutes
+    return _ZONES.get(text)
+
+
+def _epoch(year: int, rest: tuple[int, int, int, int, int, int, int]) -> float | None:
+    month, day, hour, minute, second, micro, zone = rest
+    try:
+        datetime(year, month, day, hour, minute, second)  # noqa: DTZ001 - validates fields only
+    except ValueError:
+        return None
+    base = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    return base - zone * 60 + micro / 1_000_000
+
+
+def _iso(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"

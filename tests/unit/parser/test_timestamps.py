@@ -1,0 +1,82 @@
+"""Timestamps: missing years resolved near arrival, zones, caches, arrival formatting."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from opmas.messages import iso_utc
+from opmas.parser.timestamps import TimeResolver
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "arrival", "expected"),
+    [
+        ("Dec 31 23:59:58", "2027-01-01T00:00:03", "2026-12-31T23:59:58.000Z"),
+        ("Jan  1 00:00:02", "2026-12-31T23:59:59", "2027-01-01T00:00:02.000Z"),
+        ("Jun 15 12:00:00", "2026-11-22T00:00:00", "2026-06-15T12:00:00.000Z"),
+        ("Mar  9 12:12:34", "2026-11-22T00:00:00", "2027-03-09T12:12:34.000Z"),
+        ("Feb 29 10:00:00", "2028-03-01T00:00:00", "2028-02-29T10:00:00.000Z"),
+    ],
+)
+def test_a_missing_year_is_the_one_nearest_the_arrival(
+    stamp: str, arrival: str, expected: str
+) -> None:
+    assert TimeResolver().resolve("bsd", stamp, at(arrival)) == expected
+
+
+def test_feb_29_without_a_leap_year_nearby_picks_the_nearest_leap_year() -> None:
+    resolved = TimeResolver().resolve("bsd", "Feb 29 10:00:00", at("2026-06-01T00:00:00"))
+    assert resolved is None or resolved.startswith(("2024-", "2028-"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "stamp", "expected"),
+    [
+        ("ctime", "Wed Oct 25 23:33:39 2017", "2017-10-25T23:33:39.000Z"),
+        ("iso", "2026-11-21T10:00:01.123456+01:00", "2026-11-21T09:00:01.123Z"),
+        ("iso", "2026-11-21T10:00:01Z", "2026-11-21T10:00:01.000Z"),
+        ("iso", "2026-11-21 10:00:01", "2026-11-21T10:00:01.000Z"),
+        ("bsd", "Nov 21 2026 10:00:01", "2026-11-21T10:00:01.000Z"),
+        ("luci", "12 dic 2025, 20:46:05 CET", "2025-12-12T19:46:05.000Z"),
+        ("luci", "12 Dez. 2025, 20:46:05", "2025-12-12T20:46:05.000Z"),
+        ("luci", "12 dic 2025, 20:46:05 XYZ", None),
+        ("bsd", "Foo 21 10:00:01", None),
+        ("bsd", "Nov 31 10:00:01", None),
+    ],
+)
+def test_timestamp_kinds_resolve_to_utc(kind: str, stamp: str, expected: str | None) -> None:
+    assert TimeResolver().resolve(kind, stamp, at("2026-11-22T00:00:00")) == expected
+
+
+def test_cached_results_follow_the_arrival_day() -> None:
+    resolver = TimeResolver()
+    late = resolver.resolve("bsd", "Jan  1 00:00:02", at("2026-12-31T23:59:59"))
+    early = resolver.resolve("bsd", "Jan  1 00:00:02", at("2026-01-01T00:00:09"))
+    assert late == "2027-01-01T00:00:02.000Z"
+    assert early == "2026-01-01T00:00:02.000Z"
+
+
+def test_caches_stay_bounded() -> None:
+    resolver = TimeResolver(cache_size=8)
+    for second in range(100):
+        resolver.resolve("bsd", f"Nov 21 10:00:{second % 60:02d}", 1795300000.0 + second)
+        resolver.arrival_iso(1795300000.0 + second)
+    assert len(resolver._resolved) <= 8
+    assert len(resolver._seconds) <= 8
+
+
+def test_arrival_time_matches_messages_iso_utc() -> None:
+    rng = random.Random(3)  # noqa: S311 - test data, not secrets
+    resolver = TimeResolver()
+    for _ in range(2000):
+        ts = rng.uniform(1.6e9, 1.9e9)
+        assert resolver.arrival_iso(ts) == iso_utc(ts)
+    for ts in (1795300000.0, 1795300000.9995, 1795300000.9999996, 1795300000.0004999):
+        assert resolver.arrival_iso(ts) == iso_utc(ts)
