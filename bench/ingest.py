@@ -223,9 +223,9 @@ def send(
 def parse_only(count: int = 200_000) -> float:
     """Lines per second through the parser engine alone, in this process (one core)."""
     from opmas.messages import RawLog, new_id
-    from opmas.parser.loader import load_engine
+    from opmas.parser.engine import ParserEngine
 
-    engine = load_engine([])
+    engine = ParserEngine.from_dirs([])
     now = time.time()
     raws = [
         RawLog(new_id(), now, line.decode(), "udp", "10.0.0.1") for line in make_lines(count, 50)

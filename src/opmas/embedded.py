@@ -62,7 +62,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _death_signal(signum: int) -> Callable[[], None]:
+def death_signal(signum: int) -> Callable[[], None]:
     """A preexec_fn asking Linux to send `signum` to the child when its parent dies."""
 
     def _set() -> None:
@@ -131,7 +131,7 @@ class _ChildServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches OPMAS only; OPMAS stops us in order
-                preexec_fn=_death_signal(self.stop_signal),
+                preexec_fn=death_signal(self.stop_signal),
                 **_as_user(user),
             )
 

@@ -32,6 +32,8 @@ class Flag:
     TRUNCATED = "truncated"  # longer than the maximum message size
     INVALID_UTF8 = "invalid_utf8"  # undecodable bytes replaced with U+FFFD
     NUL_REPLACED = "nul_replaced"  # NUL bytes replaced (PostgreSQL text cannot hold them)
+    INVALID_PRI = "invalid_pri"  # a <PRI> out of range or malformed: kept as text
+    PARSE_ERROR = "parse_error"  # the parser failed on the line: stored unparsed
 
 
 class RawLog(msgspec.Struct, omit_defaults=True):

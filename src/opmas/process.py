@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from opmas.runtime import ComponentFactory, ComponentState, Supervisor
 from opmas.settings import Settings
 from opmas.status import StatusResponder
 from opmas.store.service import EventStore
+from opmas.workers import WorkerProcess
 
 COMPONENT_NAMES = ("maintenance", "store", "parser", "ingest", "api")
 """Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
@@ -42,8 +44,21 @@ class Process:
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _factory(name: str, process: Process) -> ComponentFactory:
+def _factory(name: str, process: Process, *, own_process: bool = False) -> ComponentFactory:
     resources = process.resources
+    if own_process:
+        env = {
+            **os.environ,
+            "OPMAS_DATABASE_URL": resources.endpoints.database_url,
+            "OPMAS_NATS_URL": resources.endpoints.nats_url,
+        }
+        runtime = resources.settings.runtime
+        return lambda: WorkerProcess(
+            name,
+            env,
+            ready_timeout_s=resources.settings.embedded.start_timeout_s,
+            grace_s=runtime.shutdown_grace_s,
+        )
     if name == "api":
         return lambda: ApiServer(resources, sock=process.api_socket, supervisor=process.supervisor)
     if name == "maintenance":
@@ -76,7 +91,10 @@ async def open_process(
         sock = bind(settings.http_host, settings.http_port) if "api" in names else None
         try:
             process = Process(resources, Supervisor({}, settings.runtime), sock)
-            factories = {name: _factory(name, process) for name in names}
+            separate = set(settings.runtime.own_process) if len(names) > 1 else set()
+            factories = {
+                name: _factory(name, process, own_process=name in separate) for name in names
+            }
             process.supervisor = Supervisor(factories, settings.runtime, on_status=on_status)
             states = process.supervisor.states
             async with StatusResponder(resources.bus, lambda: states.values()):

@@ -100,6 +100,10 @@ class RuntimeSettings(BaseModel):
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="Time given to drain in-flight work on stop."
     )
+    own_process: list[str] = Field(
+        default_factory=lambda: ["parser", "store"],
+        description="Components `opmas up` runs in child processes, to use more than one core.",
+    )
 
 
 class IngestSettings(BaseModel):

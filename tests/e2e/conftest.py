@@ -77,8 +77,9 @@ class OpmasProcess:
         return code
 
     def close(self) -> None:
-        self._reader.join(5)
-        if self.proc.stdout is not None:
+        # worker processes share the pipe and end a moment after their parent (death signal)
+        self._reader.join(60)
+        if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
 
 

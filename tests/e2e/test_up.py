@@ -36,7 +36,8 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     port = opmas_env["OPMAS_HTTP_PORT"]
     up = start_opmas(["up"], opmas_env)
     _wait_ready(port)
-    up.wait_for("ready    api")
+    for component in ("api", "maintenance", "store", "parser", "ingest"):
+        up.wait_for(f"ready    {component}")
     assert f"http://127.0.0.1:{port}" in up.output
     assert str(tmp_path / "data") in up.output
     assert {p.name() for p in up.descendants()} >= {"postgres", "nats-server"}
@@ -114,7 +115,7 @@ def test_up_with_urls_set_starts_no_server_of_its_own(
     env["OPMAS_BUS__NAMESPACE"] = f"e{int(time.time() * 1000)}"
     up = start_opmas(["up"], env)
     _wait_ready(port)
-    assert [p.name() for p in up.descendants()] == []
+    assert not {p.name() for p in up.descendants()} & {"postgres", "nats-server"}
     assert not (tmp_path / "data" / "postgres").exists()
     assert up.stop() == 0
 

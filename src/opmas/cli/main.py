@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from opmas.errors import OpmasError
 from opmas.process import COMPONENT_NAMES, Process, run_process
 from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
 from opmas.settings import ensure_secret_key
+from opmas.workers import CHILD_ENV
 
 app = typer.Typer(
     name="opmas",
@@ -55,6 +57,8 @@ def main(
 
 
 def _announce(process: Process) -> None:
+    if os.environ.get(CHILD_ENV):
+        return  # a component run by `opmas up` in a process of its own: the parent announced
     settings = process.resources.settings
     endpoints = process.resources.endpoints
     db = "embedded PostgreSQL" if endpoints.embedded_postgres else "PostgreSQL"

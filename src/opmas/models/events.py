@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from opmas.models.base import DOMAINS, Base, one_of
 
 EVENT_TYPES = ("LOG", "NETWORK", "AUTH", "FILE", "PROCESS", "REGISTRY", "CUSTOM")
-EVENT_FLAGS = ("truncated", "invalid_utf8", "nul_replaced")
+EVENT_FLAGS = ("truncated", "invalid_utf8", "nul_replaced", "invalid_pri", "parse_error")
 TRANSPORTS = ("udp", "tcp", "tls", "http", "file", "replay")
 
 

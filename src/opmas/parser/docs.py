@@ -26,6 +26,33 @@ are stored with parser `unparsed` and domain `other`.
 
 Timestamps without a zone (RFC 3164, `logread`) are read as UTC; a missing year is the one
 that puts the time nearest the line's arrival.
+
+## Adding a parser
+
+Put a YAML file in a directory named by the `parser_dirs` setting; a file with the name of a
+shipped one (`hostapd.yaml`) replaces it, and a new file adds programs. `opmas explain LINE`
+shows what a line gives. The keys (checked on load; errors name the file and line):
+
+```yaml
+name: myapp                 # parser_name becomes myapp_parser_v<version>
+version: 1
+programs: [myapp]           # syslog tags it handles
+domain: other               # wifi | security | health | wan | other
+event_type: LOG             # LOG | NETWORK | AUTH | PROCESS | ...
+prefix: '^\\[(?P<uptime>[\\d.]+)\\] '   # optional, stripped before the patterns
+fallback_event: '{program}_message'          # the catch-all event (default shown)
+join: {fields: [ip, port]}  # optional: fill these from an earlier line of the same PID
+patterns:                   # first match wins; matched from the start of the message
+  - event: myapp_started    # may use {group}: lower-cased, non-words become _
+    regex: 'started, version (?P<version>\\S+)'   # named groups become fields
+    example: 'Sat Nov 21 10:00:01 2026 daemon.info myapp[1]: started, version 2'
+    # optional: domain, event_type, severity (used when the line has no level),
+    # fields (static), kv (group of key=value pairs), kv_aliases, kv_bare, lowercase,
+    # domain_rules [{field, match, domain}], delegate {parser, group}, join remember|forget
+```
+
+User patterns run on RE2 (no backtracking, so no pattern can hang the parser): lookarounds
+and backreferences are refused when the file is loaded.
 """
 
 

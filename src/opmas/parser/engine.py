@@ -26,8 +26,8 @@ from opmas.parser.loader import load_parsers
 from opmas.parser.spec import UNPARSED
 from opmas.parser.timestamps import TimeResolver
 
-INVALID_PRI = "invalid_pri"  # a PRI above 191 or not a number; the line was read without it
-PARSE_ERROR = "parse_error"  # the engine failed on this line; it is kept as unparsed
+INVALID_PRI = Flag.INVALID_PRI
+PARSE_ERROR = Flag.PARSE_ERROR
 _RAW_TS_KINDS = ("iso", "bsd", "ctime")
 _EOL = ("\n", "\r")
 JoinKey = tuple[str | None, str | None, str]
