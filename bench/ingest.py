@@ -21,8 +21,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -64,6 +66,66 @@ TEMPLATES = [  # (weight, PRI, program, message), shaped like real OpenWRT lines
     (2, 29, "odhcpd[783]", "DHCPV6 SOLICIT IA_NA from 0001000120 on br-lan: ok fd00::3a0/128"),
     (3, 30, "unknown-daemon", "something the parsers have never seen {n}"),
 ]
+
+
+PROBE_HOST = "bench-probe"
+PROBE_LINE = (
+    f"<30>Jan  1 00:00:00 {PROBE_HOST} hostapd: wlan0: AP-STA-CONNECTED 02:00:00:00:00:01".encode()
+)
+PROBE_INTERVAL_S = 0.1
+
+
+class LatencyProbe:
+    """Times probe lines from arrival (stamped by ingest) to visible in `events`.
+
+    Polls the (hostname, arrival_ts_utc) index every 50 ms in a thread of its own; each probe
+    row seen for the first time gives one sample: poll time minus its arrival time.
+    """
+
+    def __init__(self, db_url: str) -> None:
+        self._db_url = db_url
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._poll()), daemon=True)
+
+    def __enter__(self) -> LatencyProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _poll(self) -> None:
+        conn = await asyncpg.connect(self._db_url)
+        last = datetime.fromtimestamp(0, UTC)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT arrival_ts_utc FROM events WHERE hostname = $1"
+                    " AND arrival_ts_utc > $2 ORDER BY arrival_ts_utc",
+                    PROBE_HOST,
+                    last,
+                )
+                seen = time.time()
+                for row in rows:
+                    self.samples.append(seen - row["arrival_ts_utc"].timestamp())
+                    last = row["arrival_ts_utc"]
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+    def quantiles(self) -> dict[str, float | int | None]:
+        if not self.samples:
+            return {"samples": 0, "p50_s": None, "p99_s": None, "max_s": None}
+        ordered = sorted(self.samples)
+        pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)  # noqa: E731
+        return {
+            "samples": len(ordered),
+            "p50_s": pick(0.5),
+            "p99_s": pick(0.99),
+            "max_s": pick(1.0),
+        }
 
 
 def _fill(template: str, rnd: random.Random) -> str:
@@ -150,32 +212,10 @@ class ProcWatch:
         return rows
 
 
-def histogram_quantiles(before: str, after: str, name: str) -> dict[str, float | None]:
-    """p50/p99 of a Prometheus histogram between two scrapes (upper bucket bounds)."""
-
-    def buckets(text: str) -> dict[float, float]:
-        out = {}
-        for line in text.splitlines():
-            if line.startswith(f"{name}_bucket"):
-                le = line.split('le="', 1)[1].split('"', 1)[0]
-                out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-        return out
-
-    b0, b1 = buckets(before), buckets(after)
-    delta = sorted((le, b1[le] - b0.get(le, 0.0)) for le in b1)
-    total = delta[-1][1] if delta else 0
-    result: dict[str, float | None] = {}
-    for q in (0.5, 0.99):
-        result[f"p{int(q * 100)}_s"] = next(
-            (le for le, count in delta if total and count >= q * total), None
-        )
-    return result
-
-
 async def stored_count(db_url: str) -> int:
     conn = await asyncpg.connect(db_url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM events WHERE hostname LIKE 'bench-%'"))
+        return int(await conn.fetchval("SELECT count(*) FROM events"))
     finally:
         await conn.close()
 
@@ -200,10 +240,14 @@ def send(
         sock = socket.create_connection((host, port))
     started = time.monotonic()
     next_sample = started
+    next_probe = started
     try:
         while (now := time.monotonic()) - started < seconds:
             due = int((now - started) * rate) - sent
             chunk = [lines[(sent + i) % len(lines)] for i in range(min(due, per_tick * 4))]
+            if now >= next_probe and chunk:
+                chunk[-1] = PROBE_LINE  # one line in ~10 per second is timed end to end
+                next_probe = now + PROBE_INTERVAL_S
             if chunk:
                 if transport == "udp":
                     for line in chunk:
@@ -278,24 +322,21 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         lines = make_lines(50_000, args.hosts)
         watch = ProcWatch(psutil.Process(up.pid))
         watch.begin()
-        metrics_before = httpx.get(f"{base}/metrics").text
         started = time.monotonic()
         port = udp_port if args.transport == "udp" else tcp_port
-        sent = send(args.transport, "127.0.0.1", port, lines, args.rate, args.duration, watch)
-        send_s = time.monotonic() - started
-        deadline = time.monotonic() + args.drain
-        stored = 0
-        while time.monotonic() < deadline:
-            stored = asyncio.run(stored_count(db_url))
-            if stored >= sent:
-                break
-            watch.sample(time.monotonic() - started)
-            time.sleep(1.0)
+        with LatencyProbe(db_url) as probe:
+            sent = send(args.transport, "127.0.0.1", port, lines, args.rate, args.duration, watch)
+            send_s = time.monotonic() - started
+            deadline = time.monotonic() + args.drain
+            stored = 0
+            while time.monotonic() < deadline:
+                stored = asyncio.run(stored_count(db_url))
+                if stored >= sent:
+                    break
+                watch.sample(time.monotonic() - started)
+                time.sleep(1.0)
         total_s = time.monotonic() - started
-        metrics_after = httpx.get(f"{base}/metrics").text
-        latency = histogram_quantiles(
-            metrics_before, metrics_after, "opmas_store_arrival_to_stored_seconds"
-        )
+        latency = probe.quantiles()
         return {
             "transport": args.transport,
             "target_rate": args.rate,
