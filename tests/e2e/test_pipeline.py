@@ -56,7 +56,6 @@ def pipeline(
     return {**env, "SYSLOG_PORT": str(port)}
 
 
-@pytest.mark.skipif(not Path(LOGGER).exists(), reason="util-linux logger is not installed")
 def test_logger_lines_over_udp_and_tcp_become_parsed_events(
     pipeline: dict[str, str], tmp_path: Path
 ) -> None:

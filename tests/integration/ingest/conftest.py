@@ -148,7 +148,7 @@ def _ca(dir_: Path, name: str) -> tuple[Path, Path]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A throwaway CA, a server certificate for 127.0.0.1, a client one, and a rogue client."""
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
+        pytest.fail("the openssl command is missing: run scripts/install-system-deps")
     dir_ = tmp_path_factory.mktemp("pki")
     ca, ca_key = _ca(dir_, "opmas-test-ca")
     rogue_ca, rogue_ca_key = _ca(dir_, "rogue-ca")

@@ -20,7 +20,13 @@ from .conftest import Pki, RawReader, StartIngest
 pytestmark = pytest.mark.integration
 
 LOGGER = shutil.which("logger")
-needs_logger = pytest.mark.skipif(LOGGER is None, reason="util-linux logger is not installed")
+# scripts/install-system-deps installs util-linux's logger (bsdutils); its absence is a failure
+needs_logger = pytest.mark.usefixtures("_logger_installed")
+
+
+@pytest.fixture
+def _logger_installed() -> None:
+    assert LOGGER is not None, "util-linux logger is missing: run scripts/install-system-deps"
 
 
 async def logger(port: int, *args: str) -> None:
