@@ -64,7 +64,7 @@ def _factory(name: str, process: Process, *, own_process: bool = False) -> Compo
     if name == "maintenance":
         return lambda: PartitionMaintainer(resources.engine, resources.settings.database)
     if name == "store":
-        return lambda: EventStore(resources.engine, resources.bus)
+        return lambda: EventStore(resources.endpoints.database_url, resources.bus)
     if name == "parser":
         return lambda: ParserService(
             resources.bus, ParserEngine.from_dirs(resources.settings.parser_dirs)

@@ -60,3 +60,8 @@ def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEn
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions on `engine` whose objects stay readable after commit (expire_on_commit=False)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def plain_dsn(url: str) -> str:
+    """The URL as asyncpg itself takes it (`postgresql://`), whatever driver it names."""
+    return async_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)

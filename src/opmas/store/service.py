@@ -10,10 +10,10 @@ from typing import Self
 import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PullConsumer
+from opmas.db.engine import plain_dsn
 from opmas.errors import StoreError
 from opmas.messages import ParsedEvent, parsed_batch_decoder
 from opmas.store.devices import DeviceRegistry
@@ -36,14 +36,22 @@ class EventStore:
 
     name = "store"
 
-    def __init__(self, engine: AsyncEngine, bus: Bus, *, fetch_batch: int = 64) -> None:
-        self._engine = engine
+    def __init__(self, database_url: str, bus: Bus, *, fetch_batch: int = 64) -> None:
+        self._database_url = database_url
+        self._pool: asyncpg.Pool | None = None
         self._bus = bus
         self._fetch_batch = fetch_batch
         self._devices = DeviceRegistry()
         self._consumer: PullConsumer | None = None
 
     async def __aenter__(self) -> Self:
+        # asyncpg's own codecs (not the ORM engine's): COPY writes inet and uuid from text
+        self._pool = await asyncpg.create_pool(
+            plain_dsn(self._database_url),
+            min_size=1,
+            max_size=2,
+            server_settings={"application_name": "opmas-store"},
+        )
         self._consumer = PullConsumer(
             self._bus,
             self._bus.subjects.logs_parsed_stream,
@@ -57,6 +65,8 @@ class EventStore:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._consumer is not None:
             await self._consumer.__aexit__(None, None, None)
+        if self._pool is not None:
+            await self._pool.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None  # noqa: S101 - set by __aenter__
@@ -71,12 +81,10 @@ class EventStore:
 
     async def store(self, events: list[ParsedEvent]) -> int:
         """Write `events`; return how many were new. Raises StoreError on database failure."""
+        assert self._pool is not None  # noqa: S101 - set by __aenter__
         try:
-            async with self._engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver: asyncpg.Connection = raw.driver_connection
-                async with driver.transaction():
-                    new = await write_events(driver, events, self._devices)
+            async with self._pool.acquire() as conn, conn.transaction():
+                new = await write_events(conn, events, self._devices)
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"writing {len(events)} events failed: {exc}") from exc
         now = time.time()
