@@ -140,3 +140,40 @@ def test_http_batch_answered_202_is_stored(pipeline: dict[str, str], tmp_path: P
     bad = httpx.post(f"{api}/api/v1/logs", json=[{"hostname": "x"}])
     assert bad.status_code == 422
     assert "message" in bad.text
+
+
+def test_replay_sends_a_file_through_the_pipeline_and_summarises(
+    pipeline: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "router.log"
+    log.write_text(
+        "# a logread file\n"
+        "Wed Oct 25 23:33:42 2017 daemon.info hostapd: wlan0: STA 1c:4b:d6:3d:4d:0d"
+        " IEEE 802.11: authenticated\n"
+        "Mon Sep 18 05:56:48 2017 authpriv.info dropbear[29286]: Child connection from"
+        " 14.17.121.130:43422\n"
+        "Mon Sep 18 05:56:48 2017 daemon.info mystery[1]: nobody parses this\n"
+    )
+    done = subprocess.run(
+        [OPMAS, "replay", str(log), "--hostname", "lab-router", "--rate", "100"],
+        env=pipeline,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lines 3  stored 3  parsed 66.7 %" in done.stdout
+    events = _events(pipeline, tmp_path, "--device", "lab-router")
+    assert {e["transport"] for e in events} == {"replay"}
+    assert {e["log_source_type"] for e in events} == {"wifi", "security", "other"}
+
+
+def test_replay_without_a_running_opmas_says_so(opmas_env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "one.log"
+    log.write_text("Mon Sep 18 05:56:48 2017 daemon.info x: y\n")
+    done = subprocess.run(
+        [OPMAS, "replay", str(log)], env=opmas_env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "not running" in done.stdout + done.stderr
