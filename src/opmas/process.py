@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
 from opmas.ingest.service import IngestService
+from opmas.metrics import MetricsResponder
 from opmas.parser.engine import ParserEngine
 from opmas.parser.service import ParserService
 from opmas.resources import Resources, open_resources
@@ -22,7 +23,7 @@ from opmas.runtime import ComponentFactory, ComponentState, Supervisor
 from opmas.settings import Settings
 from opmas.status import StatusResponder
 from opmas.store.service import EventStore
-from opmas.workers import WorkerProcess
+from opmas.workers import CHILD_ENV, WorkerProcess
 
 COMPONENT_NAMES = ("maintenance", "store", "parser", "ingest", "api")
 """Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
@@ -35,6 +36,7 @@ class Process:
     resources: Resources
     supervisor: Supervisor
     api_socket: socket.socket | None
+    children: int = 0  # components run in child processes
 
     @property
     def api_url(self) -> str | None:
@@ -60,7 +62,12 @@ def _factory(name: str, process: Process, *, own_process: bool = False) -> Compo
             grace_s=runtime.shutdown_grace_s,
         )
     if name == "api":
-        return lambda: ApiServer(resources, sock=process.api_socket, supervisor=process.supervisor)
+        return lambda: ApiServer(
+            resources,
+            sock=process.api_socket,
+            supervisor=process.supervisor,
+            children=process.children,
+        )
     if name == "maintenance":
         return lambda: PartitionMaintainer(resources.engine, resources.settings.database)
     if name == "store":
@@ -91,17 +98,31 @@ async def open_process(
         sock = bind(settings.http_host, settings.http_port) if "api" in names else None
         try:
             process = Process(resources, Supervisor({}, settings.runtime), sock)
-            separate = set(settings.runtime.own_process) if len(names) > 1 else set()
+            separate = set(settings.runtime.own_process) & set(names) if len(names) > 1 else set()
+            process.children = len(separate)
             factories = {
                 name: _factory(name, process, own_process=name in separate) for name in names
             }
             process.supervisor = Supervisor(factories, settings.runtime, on_status=on_status)
             states = process.supervisor.states
-            async with StatusResponder(resources.bus, lambda: states.values()):
+            async with (
+                StatusResponder(resources.bus, lambda: states.values()),
+                _metrics_for_parent(resources, names),
+            ):
                 yield process
         finally:
             if sock is not None:
                 sock.close()
+
+
+def _metrics_for_parent(
+    resources: Resources, names: tuple[str, ...]
+) -> contextlib.AbstractAsyncContextManager[object]:
+    """In a child of `opmas up`, answer the parent's metrics requests; elsewhere nothing."""
+    parent = os.environ.get(CHILD_ENV)
+    if parent is None:
+        return contextlib.nullcontext()
+    return MetricsResponder(resources.bus, parent_pid=int(parent), component=names[0])
 
 
 async def run_process(

@@ -49,6 +49,11 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     assert body["schema_current"]
     metrics = _get(port, "/metrics").text
     assert 'opmas_component_status{component="api",status="ACTIVE"} 1.0' in metrics
+    # parser and store run in child processes; one scrape of `opmas up` includes them
+    assert (
+        'opmas_component_status{component="parser",process="parser",status="ACTIVE"} 1.0' in metrics
+    )
+    assert metrics.count("# HELP opmas_consumer_received_total") == 1
     assert _get(port, "/docs").status_code == 200
     assert "/ready" in _get(port, "/openapi.json").json()["paths"]
 

@@ -45,10 +45,12 @@ class ApiServer:
         *,
         sock: socket.socket | None = None,
         supervisor: Supervisor | None = None,
+        children: int = 0,
     ) -> None:
         self._resources = resources
         self._given_sock = sock
         self._supervisor = supervisor
+        self._children = children
         self._sock: socket.socket | None = None
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -59,6 +61,7 @@ class ApiServer:
         self._sock = self._given_sock or bind(settings.http_host, settings.http_port)
         app = create_app(settings, resources=self._resources)
         app.state.supervisor = self._supervisor
+        app.state.child_processes = self._children
         config = uvicorn.Config(
             app,
             log_config=None,

@@ -95,6 +95,11 @@ class Subjects:
             subject = subject[len(prefix) :]
         return ".".join(subject.split(".")[:2])
 
+    @property
+    def metrics_request(self) -> str:
+        """Core NATS subject on which `opmas up` asks its child processes for their metrics."""
+        return self._subject("opmas.metrics")
+
     def heartbeat(self, agent: str) -> str:
         return self._subject(f"agents.heartbeat.{agent}")
 

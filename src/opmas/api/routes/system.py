@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opmas.health import check_readiness
+from opmas.metrics import child_metrics, merged_exposition
 
 router = APIRouter(tags=["system"])
 
@@ -28,8 +31,14 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics in the text format")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """This process's metrics, and those of its child processes under `opmas up`."""
+    children = getattr(request.app.state, "child_processes", 0)
+    if not children:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    bus = request.app.state.resources.bus
+    texts = await child_metrics(bus, parent_pid=os.getpid(), expected=children)
+    return Response(merged_exposition(texts), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/status", summary="State of each component of this process")
