@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/parse.py [--lines N] [--runs R] [--batch B] [--profile]
 
-The stream is built from the real OpenWRT sample corpus (shared/corpus/openwrt-sample.log,
+The stream is built from the real OpenWRT sample corpus (tests/data/corpus/openwrt-sample.log,
 or the golden inputs when it is absent): 60% re-rendered as OpenWRT logd remote syslog
 (`<PRI>Mmm dd HH:MM:SS host prog[pid]: msg`), 40% kept in `logread` form (with the
 stream's own clock), with MAC addresses, IPs and PIDs varied and the clock advancing one
@@ -27,7 +27,7 @@ from opmas.parser.header import FACILITIES, SEVERITIES, parse_header
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = [
-    ROOT.parent / "shared" / "corpus" / "openwrt-sample.log",
+    ROOT / "tests" / "data" / "corpus" / "openwrt-sample.log",
     *sorted((ROOT / "tests" / "data" / "parser").glob("*/input.log")),
 ]
 MAC = re.compile(r"\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b")

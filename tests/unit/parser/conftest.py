@@ -11,7 +11,7 @@ from opmas.parser import ParserEngine
 
 ARRIVAL = 1795300000.0  # 2026-11-22T... UTC: fixed, so missing years resolve the same way
 DATA = Path(__file__).resolve().parents[2] / "data" / "parser"
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"  # copy of shared/corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Domain agents: turn parsed events into findings (issue 4)."""

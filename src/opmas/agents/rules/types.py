@@ -1,0 +1,236 @@
+"""PATTERN and THRESHOLD rules: `evaluate(event)` returns hits, NEW once per burst, then UPDATEs.
+
+Time is the event's own (`event_ts`, else `arrival_ts_utc`), so replays give the same hits.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from opmas.agents.rules.conditions import Getter, compile_conditions, field_getter
+from opmas.agents.rules.windows import Burst, Cooldown, SlidingWindow, finding_id
+from opmas.errors import ConfigError
+from opmas.messages import ParsedEvent
+
+KEY_SEPARATOR = "|"
+MISSING_KEY_PART = "-"
+
+
+@lru_cache(maxsize=16_384)
+def _parse_iso(text: str) -> float:
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def event_time(event: ParsedEvent) -> float:
+    """The event's time in epoch seconds: its own timestamp if it has a valid one, else arrival."""
+    if event.event_ts:
+        try:
+            return _parse_iso(event.event_ts)
+        except ValueError:
+            pass
+    return _parse_iso(event.arrival_ts_utc)
+
+
+class HitKind(enum.StrEnum):
+    NEW = "new"  # a burst opened: publish a finding
+    UPDATE = "update"  # the open burst grew: update that finding's count and evidence
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """What a rule reports for one event; `finding_id` is the same for every hit of a burst."""
+
+    rule: str
+    kind: HitKind
+    key: str
+    count: int  # the window's count (distinct count with `distinct`); 1 for a PATTERN rule
+    total: int  # events counted in this burst so far
+    burst_start: float
+    event_ts: float
+    finding_id: str
+    evidence: tuple[str, ...]  # event ids, oldest first, at most the rule's evidence_limit
+
+    @property
+    def is_new(self) -> bool:
+        return self.kind is HitKind.NEW
+
+
+def _key_getters(group_by: Sequence[str], rule: str) -> tuple[Getter, ...]:
+    if isinstance(group_by, str):
+        group_by = [group_by]
+    try:
+        return tuple(field_getter(f) for f in group_by)
+    except ConfigError as exc:
+        raise ConfigError(f"rule {rule!r}: group_by: {exc}") from None
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class Rule(ABC):
+    """A compiled rule; subclasses keep their own bounded state."""
+
+    def __init__(
+        self,
+        name: str,
+        conditions: Sequence[object],
+        group_by: Sequence[str],
+        evidence_limit: int,
+    ) -> None:
+        if not name:
+            raise ConfigError("a rule needs a name")
+        if evidence_limit < 1:
+            raise ConfigError(f"rule {name!r}: evidence_limit must be at least 1")
+        self.name = name
+        self.matches = compile_conditions(conditions, rule=name)
+        self.group_by = (group_by,) if isinstance(group_by, str) else tuple(group_by)
+        self._key_parts = _key_getters(self.group_by, name)
+        self.evidence_limit = evidence_limit
+
+    def group_key(self, event: ParsedEvent) -> str | None:
+        """The event's group key: group_by values joined by `|`; None if a part is missing."""
+        parts = []
+        for get in self._key_parts:
+            value = get(event)
+            if value is None:
+                return None
+            parts.append(_text(value))
+        return KEY_SEPARATOR.join(parts) if parts else "*"
+
+    def _hit(
+        self, new: bool, key: str, count: int, burst: Burst, ts: float, evidence: Sequence[str]
+    ) -> RuleHit:
+        return RuleHit(
+            rule=self.name,
+            kind=HitKind.NEW if new else HitKind.UPDATE,
+            key=key,
+            count=count,
+            total=burst.total,
+            burst_start=burst.start,
+            event_ts=ts,
+            finding_id=finding_id(self.name, key, burst.start),
+            evidence=tuple(evidence),
+        )
+
+    @abstractmethod
+    def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
+        """The hits this event causes (none, or one)."""
+
+
+class PatternRule(Rule):
+    """One event whose fields satisfy all conditions; repeats within `cooldown_s` update it."""
+
+    def __init__(
+        self,
+        name: str,
+        conditions: Sequence[object],
+        *,
+        group_by: Sequence[str] = ("hostname",),
+        cooldown_s: float = 0.0,
+        max_keys: int = 100_000,
+        evidence_limit: int = 20,
+    ) -> None:
+        super().__init__(name, conditions, group_by, evidence_limit)
+        if cooldown_s < 0:
+            raise ConfigError(f"rule {name!r}: cooldown_s must not be negative")
+        self.cooldown = Cooldown(cooldown_s, max_keys, evidence_limit)
+
+    def group_key(self, event: ParsedEvent) -> str:
+        """Like Rule.group_key, with a missing part written as `-` (one event is enough)."""
+        parts = [
+            _text(v) if (v := g(event)) is not None else MISSING_KEY_PART for g in self._key_parts
+        ]
+        return KEY_SEPARATOR.join(parts) if parts else "*"
+
+    def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
+        if not self.matches(event):
+            return []
+        key = self.group_key(event)
+        ts = event_time(event)
+        open_burst = self.cooldown.open_burst(key, ts)
+        if open_burst is not None and event.event_id in open_burst.evidence:
+            return []  # redelivered
+        new, burst = self.cooldown.hit(key, ts, ts)
+        burst.evidence.append(event.event_id)
+        return [self._hit(new, key, 1, burst, ts, burst.evidence)]
+
+
+class ThresholdRule(Rule):
+    """At least `threshold` matching events per group key within `window_s` seconds.
+
+    With `distinct`, counts distinct values of that field instead. A burst stays open while
+    hits keep coming within `cooldown_s` (default: the window); matching events below the
+    threshold inside an open burst still update it, and only threshold hits extend it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        conditions: Sequence[object],
+        *,
+        threshold: int,
+        window_s: float,
+        group_by: Sequence[str],
+        distinct: str | None = None,
+        cooldown_s: float | None = None,
+        max_keys: int = 100_000,
+        evidence_limit: int = 20,
+    ) -> None:
+        super().__init__(name, conditions, group_by, evidence_limit)
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigError(f"rule {name!r}: threshold must be a positive integer")
+        if not window_s > 0:
+            raise ConfigError(f"rule {name!r}: window_s must be positive")
+        if cooldown_s is not None and cooldown_s < 0:
+            raise ConfigError(f"rule {name!r}: cooldown_s must not be negative")
+        self.threshold = threshold
+        self.distinct = distinct
+        try:
+            self._distinct = field_getter(distinct) if distinct else None
+        except ConfigError as exc:
+            raise ConfigError(f"rule {name!r}: distinct: {exc}") from None
+        self.window = SlidingWindow(window_s, threshold, distinct, max_keys=max_keys)
+        self.cooldown = Cooldown(window_s if cooldown_s is None else cooldown_s, max_keys)
+        self.skipped_no_key = 0
+
+    def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
+        if not self.matches(event):
+            return []
+        key = self.group_key(event)
+        if key is None:
+            self.skipped_no_key += 1
+            return []
+        ts = event_time(event)
+        value = self._distinct(event) if self._distinct else None
+        count, taken = self.window.push(
+            key, ts, event.event_id, None if value is None else _text(value)
+        )
+        if not taken:
+            return []  # late or redelivered: already counted
+        if count >= self.threshold:
+            start = self.window.oldest_ts(key)
+            new, burst = self.cooldown.hit(
+                key, ts, ts if start is None else start, self.window.size(key)
+            )
+        else:
+            open_burst = self.cooldown.open_burst(key, ts)
+            if open_burst is None:
+                return []
+            new, burst = False, open_burst
+            burst.total += 1
+        evidence = self.window.item_ids(key, self.evidence_limit)
+        return [self._hit(new, key, count, burst, ts, evidence)]
+
+    def expire(self, now: float) -> None:
+        """Drop keys and bursts that ended before `now` (event time); call now and then."""
+        self.window.expire(now)
+        self.cooldown.expire(now)
