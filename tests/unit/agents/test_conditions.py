@@ -144,4 +144,4 @@ def test_regex_re2_cannot_compile_is_rejected_at_compile_time(pattern: str) -> N
 
 def test_conditions_must_be_a_list() -> None:
     with pytest.raises(ConfigError, match="conditions must be a list"):
-        compile_conditions("hostname == ap1")  # type: ignore[arg-type]
+        compile_conditions("hostname == ap1")
