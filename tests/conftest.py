@@ -7,17 +7,22 @@ bus namespace, so no state leaks from one test to the next.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import nats.js.errors
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from opmas.bus.connect import Bus, connect_bus
+from opmas.bus.streams import delete_streams, ensure_streams
 from opmas.embedded import EmbeddedNats, EmbeddedPostgres
+from opmas.ingest.idempotency import bucket_name
 from opmas.settings import BusSettings, EmbeddedSettings, Settings
 
 
@@ -131,6 +136,19 @@ def bus_settings() -> BusSettings:
         nak_delay_s=0.05,
         publish_timeout_s=5.0,
     )
+
+
+@pytest.fixture
+async def bus(nats_url: str, bus_settings: BusSettings) -> AsyncIterator[Bus]:
+    """A Bus with every OPMAS stream created in the test's namespace; removed afterwards."""
+    async with connect_bus(nats_url, bus_settings, name="opmas-test") as connected:
+        await ensure_streams(connected)
+        try:
+            yield connected
+        finally:
+            await delete_streams(connected)
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await connected.js.delete_key_value(bucket_name(connected.subjects))
 
 
 @pytest.fixture

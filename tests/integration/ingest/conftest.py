@@ -13,28 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import nats.js.errors
 import pytest
 
-from opmas.bus.connect import Bus, connect_bus
-from opmas.bus.streams import delete_streams, ensure_streams
-from opmas.ingest.idempotency import bucket_name
+from opmas.bus.connect import Bus
 from opmas.ingest.service import IngestService, SyslogListen
 from opmas.messages import RawBatch, RawLog, raw_batch_decoder
-from opmas.settings import BusSettings, IngestSettings
-
-
-@pytest.fixture
-async def bus(nats_url: str, bus_settings: BusSettings) -> AsyncIterator[Bus]:
-    """A Bus with every OPMAS stream created in the test's namespace; removed afterwards."""
-    async with connect_bus(nats_url, bus_settings, name="opmas-test-ingest") as connected:
-        await ensure_streams(connected)
-        try:
-            yield connected
-        finally:
-            await delete_streams(connected)
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await connected.js.delete_key_value(bucket_name(connected.subjects))
+from opmas.settings import IngestSettings
 
 
 class RawReader:

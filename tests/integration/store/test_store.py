@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opmas.bus.connect import Bus, connect_bus
+from opmas.bus.connect import Bus
 from opmas.bus.publish import publish
-from opmas.bus.streams import ensure_streams
 from opmas.messages import ParsedBatch, ParsedEvent, encode, iso_utc, new_id
-from opmas.settings import BusSettings
 from opmas.store.service import EventStore
 
 
@@ -43,15 +39,6 @@ def event(
         event_ts="2026-04-18T15:02:17+00:00",
         transport="udp",
     )
-
-
-@pytest.fixture
-async def bus(nats_url: str, bus_settings: BusSettings) -> AsyncIterator[Bus]:
-    async with connect_bus(nats_url, bus_settings) as connected:
-        await ensure_streams(connected)
-        yield connected
-        for spec in connected.subjects.streams():
-            await connected.js.delete_stream(spec.name)
 
 
 async def _count(engine: AsyncEngine, sql: str) -> int:

@@ -18,9 +18,10 @@ def make_event(
     process_name: str | None = "hostapd",
     message: str = "wlan0: STA aa:bb:cc:dd:ee:01 IEEE 802.11: authentication failed",
     event_ts: bool = True,
+    fields: dict[str, object] | None = None,
     **structured: object,
 ) -> ParsedEvent:
-    """An event at `ts`; keyword arguments become structured_fields."""
+    """An event at `ts`; `fields` and other keyword arguments become structured_fields."""
     return ParsedEvent(
         event_id=event_id or f"ev-{next(_ids)}",
         arrival_ts_utc=iso_utc(ts if not event_ts else ts + 5),
@@ -35,6 +36,6 @@ def make_event(
         message=message,
         parser_name="hostapd",
         log_source_type="wifi",
-        structured_fields=dict(structured),
+        structured_fields={**(fields or {}), **structured},
         event_ts=iso_utc(ts) if event_ts else None,
     )

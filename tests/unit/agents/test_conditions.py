@@ -14,7 +14,7 @@ def matches(field: str, operator: str, value: object = None, **structured: objec
     condition: dict[str, object] = {"field": field, "operator": operator}
     if value is not None:
         condition["value"] = value
-    return compile_conditions([condition])(make_event(**structured))
+    return compile_conditions([condition])(make_event(fields=structured))
 
 
 def test_top_level_attribute_resolves_by_name() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from opmas.agents.rules import HitKind, PatternRule, RuleHit, ThresholdRule, event_time
@@ -37,9 +38,9 @@ def run(rule: ThresholdRule | PatternRule, events: list[ParsedEvent]) -> list[Ru
 def test_event_time_prefers_the_line_time_and_falls_back_to_arrival() -> None:
     assert event_time(make_event(ts=T0)) == T0
     assert event_time(make_event(ts=T0, event_ts=False)) == T0
-    naive = make_event(ts=T0).__replace__(event_ts="2026-09-21T14:13:20")
+    naive = msgspec.structs.replace(make_event(ts=T0), event_ts="2026-09-21T14:13:20")
     assert event_time(naive) == 1_790_000_000.0
-    broken = make_event(ts=T0).__replace__(event_ts="yesterday")
+    broken = msgspec.structs.replace(make_event(ts=T0), event_ts="yesterday")
     assert event_time(broken) == T0 + 5
 
 
