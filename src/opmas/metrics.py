@@ -7,8 +7,6 @@ with their exposition text; the parent merges every family once, child samples l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any, Self
 
@@ -19,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from opmas.bus.connect import Bus
+from opmas.bus.scatter import gather_replies
 
 
 class MetricsResponder:
@@ -48,24 +47,15 @@ async def child_metrics(
     bus: Bus, *, parent_pid: int, expected: int, wait_s: float = 1.0
 ) -> list[tuple[str, str]]:
     """(component, exposition text) of each child of `parent_pid` that answers in time."""
-    answers: list[tuple[str, str]] = []
-    complete = asyncio.Event()
-
-    async def _collect(msg: Any) -> None:
-        body = orjson.loads(msg.data)
-        answers.append((body["component"], body["text"]))
-        if len(answers) >= expected:
-            complete.set()
-
-    inbox = bus.nc.new_inbox()
-    sub = await bus.nc.subscribe(inbox, cb=_collect)
-    try:
-        await bus.nc.publish(bus.subjects.metrics_request, str(parent_pid).encode(), reply=inbox)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(complete.wait(), wait_s)
-    finally:
-        await sub.unsubscribe()
-    return answers
+    replies = await gather_replies(
+        bus,
+        bus.subjects.metrics_request,
+        str(parent_pid).encode(),
+        wait_s=wait_s,
+        expected=expected,
+    )
+    bodies = [orjson.loads(reply) for reply in replies]
+    return [(body["component"], body["text"]) for body in bodies]
 
 
 class _Merged:

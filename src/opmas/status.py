@@ -6,7 +6,6 @@ other machines alike, without knowing where they run.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -15,6 +14,7 @@ from typing import Any, Self
 import orjson
 
 from opmas.bus.connect import Bus
+from opmas.bus.scatter import gather_replies
 from opmas.runtime import ComponentState
 
 
@@ -48,17 +48,6 @@ class StatusResponder:
 
 async def collect_status(bus: Bus, wait_s: float = 0.5) -> list[dict[str, Any]]:
     """Ask every running process for its status; gather the answers for `wait_s`."""
-    inbox = bus.nc.new_inbox()
-    answers: list[dict[str, Any]] = []
-
-    async def _collect(msg: Any) -> None:
-        answers.append(orjson.loads(msg.data))
-
-    sub = await bus.nc.subscribe(inbox, cb=_collect)
-    try:
-        await bus.nc.publish(bus.subjects.status_request, b"", reply=inbox)
-        await bus.nc.flush()
-        await asyncio.sleep(wait_s)
-    finally:
-        await sub.unsubscribe()
+    replies = await gather_replies(bus, bus.subjects.status_request, b"", wait_s=wait_s)
+    answers = [orjson.loads(reply) for reply in replies]
     return sorted(answers, key=lambda a: (a["host"], a["pid"]))
