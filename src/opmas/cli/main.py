@@ -16,6 +16,7 @@ from opmas.cli import events as events_cli
 from opmas.cli import explain as explain_cli
 from opmas.cli import migrate as migrate_cli
 from opmas.cli import replay as replay_cli
+from opmas.cli import rules as rules_cli
 from opmas.cli import status as status_cli
 from opmas.cli import tokens as tokens_cli
 from opmas.cli.context import console, load_settings
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(config_cli.app, name="config")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(tokens_cli.app, name="tokens")
+app.add_typer(rules_cli.app, name="rules")
 app.command("migrate")(migrate_cli.migrate)
 app.command("status")(status_cli.status)
 app.command("replay")(replay_cli.replay)

@@ -1,0 +1,262 @@
+"""MACHINE_LEARNING (novelty) rules: a log template never seen before for a program.
+
+Online template mining over `message`, a compact Drain: a message is split on whitespace,
+variable tokens (numbers, hex, IPv4/IPv6 addresses, MACs, paths with digits, quoted strings,
+the value of `key=value` or `key:value`) are masked to `<*>`, and the masked tokens are
+compared with the program's templates of the same length and first token (a first token with
+a digit, such as `wlan0:`, groups as `<*>`). The most similar template (equal tokens over
+length, wildcards in the template not counted) takes the message when the similarity is at
+least `similarity`, its differing tokens becoming `<*>`; otherwise the message starts a new
+template, which is a NEW hit keyed by program and template, with the finding id fixed by the
+first-seen event time. Seen templates give nothing.
+
+State is bounded by `max_templates` (least recently matched evicted, counted) and can be
+exported and loaded as plain JSON-able data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opmas.agents.rules.types import KEY_SEPARATOR, MISSING_KEY_PART, Rule, RuleHit, event_time
+from opmas.agents.rules.windows import Burst
+from opmas.errors import ConfigError
+from opmas.messages import ParsedEvent
+
+WILDCARD = "<*>"
+STATE_VERSION = 1
+
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+_VARIABLE = re.compile(
+    r"""
+    [-+]?\d+(?:\.\d+)*[a-zA-Z%]{0,3}              # 12, -3, 1.5, 10.0.0, 100ms, 42%
+    | 0[xX][0-9a-fA-F]+                           # 0x1f
+    | [0-9a-fA-F]{8,}                             # long hex: hashes, ids
+    | (?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?:/\d+)?   # IPv4, :port, /prefix
+    | [0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5}     # MAC
+    | [0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}(?:/\d+|%\S+)?  # IPv6, /prefix, %zone
+    | \S*/\S*\d\S*                                # a path with digits
+    | \S*\d\S*/\S*
+    """,
+    re.VERBOSE,
+)
+_LEAD = "([{<'\""
+_TRAIL = ")]}>,;:.'\"!?"
+_MAX_TOKEN = 200
+
+
+def _mask_core(core: str) -> str:
+    if not core or core == WILDCARD:
+        return core
+    if len(core) > _MAX_TOKEN:
+        return WILDCARD if any(c.isdigit() for c in core) else core
+    if _VARIABLE.fullmatch(core):
+        return WILDCARD
+    for separator in "=:":
+        name, sep, value = core.partition(separator)
+        if sep and name and value and _VARIABLE.fullmatch(value):
+            return f"{name}{separator}{WILDCARD}"
+    return core
+
+
+def mask_token(token: str) -> str:
+    """The token with a variable core replaced by `<*>`, surrounding punctuation kept."""
+    start, end = 0, len(token)
+    while start < end and token[start] in _LEAD:
+        start += 1
+    while end > start and token[end - 1] in _TRAIL:
+        end -= 1
+    core = token[start:end]
+    masked = _mask_core(core)
+    return token if masked is core else token[:start] + masked + token[end:]
+
+
+def tokenize(message: str) -> list[str]:
+    """The message's masked tokens: quoted strings first, then each whitespace token."""
+    return [mask_token(t) for t in _QUOTED.sub(WILDCARD, message).split()]
+
+
+@dataclass(slots=True)
+class Template:
+    """A mined template: its tokens, the key (program) it belongs to, when first seen."""
+
+    key: str
+    tokens: list[str]
+    first_seen: float
+    count: int = 1
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens)
+
+
+def _group(tokens: Sequence[str]) -> tuple[int, str]:
+    """Where a template lives: token count and first token (`<*>` if it has a digit)."""
+    first = tokens[0]
+    return len(tokens), WILDCARD if any(c.isdigit() for c in first) else first
+
+
+def _similarity(template: Sequence[str], tokens: Sequence[str]) -> tuple[float, int]:
+    same = params = 0
+    for mine, theirs in zip(template, tokens, strict=True):
+        if mine == theirs:
+            same += 1
+        elif mine == WILDCARD:
+            params += 1
+    return same / len(tokens), params
+
+
+class NoveltyRule(Rule):
+    """A message whose template is new for its program (`group_by`, default process_name)."""
+
+    def __init__(
+        self,
+        name: str,
+        conditions: Sequence[object] = (),
+        *,
+        group_by: Sequence[str] = ("process_name",),
+        max_templates: int = 50_000,
+        similarity: float = 0.5,
+        warmup_events: int = 0,
+        max_tokens: int = 200,
+    ) -> None:
+        super().__init__(name, conditions, group_by, 1)
+        if not 0 < similarity <= 1:
+            raise ConfigError(f"rule {name!r}: similarity must be in (0, 1]")
+        if max_templates < 1:
+            raise ConfigError(f"rule {name!r}: max_templates must be at least 1")
+        if isinstance(warmup_events, bool) or not isinstance(warmup_events, int):
+            raise ConfigError(f"rule {name!r}: warmup_events must be an integer")
+        if warmup_events < 0:
+            raise ConfigError(f"rule {name!r}: warmup_events must not be negative")
+        if max_tokens < 1:
+            raise ConfigError(f"rule {name!r}: max_tokens must be at least 1")
+        self.similarity = float(similarity)
+        self.max_templates = max_templates
+        self.warmup_events = warmup_events
+        self.max_tokens = max_tokens
+        self.seen_events = 0
+        self.evicted = 0
+        # templates by identity, least recently matched first
+        self._lru: OrderedDict[int, Template] = OrderedDict()
+        # key -> (token count, first token) -> templates
+        self._index: dict[str, dict[tuple[int, str], list[Template]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def group_key(self, event: ParsedEvent) -> str:
+        """The program key: group_by values joined by `|`, a missing part written as `-`."""
+        parts = [
+            v if isinstance(v := get(event), str) else MISSING_KEY_PART if v is None else str(v)
+            for get in self._key_parts
+        ]
+        return KEY_SEPARATOR.join(parts) if parts else "*"
+
+    def templates(self, program: str) -> list[str]:
+        """The key's templates as text, in the order they were first seen."""
+        groups = self._index.get(program, {})
+        found = [t for group in groups.values() for t in group]
+        return [t.text for t in sorted(found, key=lambda t: t.first_seen)]
+
+    def _tokens(self, message: str) -> list[str]:
+        tokens = tokenize(message)
+        if len(tokens) > self.max_tokens:
+            tokens = [*tokens[: self.max_tokens - 1], WILDCARD]
+        return tokens
+
+    def learn(self, key: str, message: str, ts: float) -> Template | None:
+        """Fold a message into the key's templates; returns the template if it is new."""
+        tokens = self._tokens(message)
+        if not tokens:
+            return None
+        groups = self._index.setdefault(key, {})
+        group = groups.setdefault(_group(tokens), [])
+        best: Template | None = None
+        best_score = (-1.0, -1)
+        for template in group:
+            score = _similarity(template.tokens, tokens)
+            if score > best_score:
+                best, best_score = template, score
+        if best is not None and best_score[0] >= self.similarity:
+            for i, (mine, theirs) in enumerate(zip(best.tokens, tokens, strict=True)):
+                if mine != theirs:
+                    best.tokens[i] = WILDCARD
+            best.count += 1
+            self._lru.move_to_end(id(best))
+            return None
+        template = Template(key=key, tokens=tokens, first_seen=ts)
+        self._add(template, group)
+        return template
+
+    def _add(self, template: Template, group: list[Template]) -> None:
+        group.append(template)
+        self._lru[id(template)] = template
+        while len(self._lru) > self.max_templates:
+            _, old = self._lru.popitem(last=False)
+            self._unindex(old)
+            self.evicted += 1
+
+    def _unindex(self, template: Template) -> None:
+        groups = self._index[template.key]
+        index = _group(template.tokens)
+        group = groups[index]
+        group.remove(template)
+        if not group:
+            del groups[index]
+            if not groups:
+                del self._index[template.key]
+
+    def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
+        if not event.message or not self.matches(event):
+            return []
+        key = self.group_key(event)
+        ts = event_time(event)
+        template = self.learn(key, event.message, ts)
+        self.seen_events += 1
+        if template is None or self.seen_events <= self.warmup_events:
+            return []
+        hit_key = f"{key}{KEY_SEPARATOR}{template.text}"
+        burst = Burst(start=ts, last=ts, total=1)
+        return [self._hit(True, hit_key, 1, burst, ts, (event.event_id,))]
+
+    def seed(self, messages: Iterable[tuple[str, str]], ts: float = 0.0) -> int:
+        """Learn `(program, message)` pairs without hits; returns how many templates were new."""
+        return sum(self.learn(key, message, ts) is not None for key, message in messages)
+
+    def export(self) -> dict[str, Any]:
+        """The mined templates as JSON-able data, least recently matched first."""
+        return {
+            "version": STATE_VERSION,
+            "templates": [
+                {"key": t.key, "template": t.text, "first_seen": t.first_seen, "count": t.count}
+                for t in self._lru.values()
+            ],
+        }
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Replace the templates with exported ones; raises ConfigError if malformed."""
+        if state.get("version") != STATE_VERSION or not isinstance(state.get("templates"), list):
+            raise ConfigError(f"rule {self.name!r}: unsupported novelty state")
+        loaded: list[Template] = []
+        for item in state["templates"]:
+            try:
+                template = Template(
+                    key=str(item["key"]),
+                    tokens=str(item["template"]).split(),
+                    first_seen=float(item["first_seen"]),
+                    count=int(item.get("count", 1)),
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ConfigError(f"rule {self.name!r}: bad template in state: {exc}") from None
+            if template.tokens:
+                loaded.append(template)
+        self._lru.clear()
+        self._index.clear()
+        for template in loaded:
+            groups = self._index.setdefault(template.key, {})
+            self._add(template, groups.setdefault(_group(template.tokens), []))

@@ -1,0 +1,205 @@
+"""Novelty rules: online template mining per program; a never-seen template hits once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from opmas.agents.rules import HitKind, RuleHit, finding_id
+from opmas.agents.rules.novelty import WILDCARD, NoveltyRule, mask_token, tokenize
+from opmas.errors import ConfigError
+from opmas.messages import ParsedEvent
+
+from .factory import T0, make_event
+
+
+def hostapd(message: str, ts: float = T0, program: str | None = "hostapd") -> ParsedEvent:
+    return make_event(ts=ts, process_name=program, message=message)
+
+
+def run(rule: NoveltyRule, events: list[ParsedEvent]) -> list[RuleHit]:
+    return [hit for event in events for hit in rule.evaluate(event)]
+
+
+def authenticated(i: int) -> ParsedEvent:
+    return hostapd(
+        f"wlan{i % 2}: STA 3c:22:fb:{i:02x}:{i * 7 % 256:02x}:0{i % 10} IEEE 802.11: authenticated",
+        ts=T0 + i,
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "masked"),
+    [
+        ("1234", WILDCARD),
+        ("-12.5", WILDCARD),
+        ("100ms", WILDCARD),
+        ("0x1f", WILDCARD),
+        ("deadbeefcafe", WILDCARD),
+        ("192.168.1.5:52100", WILDCARD),
+        ("<10.0.0.2:4455>:", f"<{WILDCARD}>:"),
+        ("aa:bb:cc:dd:ee:01,", f"{WILDCARD},"),
+        ("2001:db8::1", WILDCARD),
+        ("/dev/mtdblock5", WILDCARD),
+        ("[12345.678901]", f"[{WILDCARD}]"),
+        ("pid=233", f"pid={WILDCARD}"),
+        ("total-vm:1234kB,", f"total-vm:{WILDCARD},"),
+        ("wlan0:", "wlan0:"),
+        ("/overlay", "/overlay"),
+        ("AP-STA-CONNECTED", "AP-STA-CONNECTED"),
+        ("authenticated", "authenticated"),
+    ],
+)
+def test_variable_tokens_are_masked(token: str, masked: str) -> None:
+    assert mask_token(token) == masked
+
+
+def test_quoted_strings_are_masked_before_splitting() -> None:
+    assert tokenize("Bad password attempt for 'some user' from 192.0.2.1:22") == [
+        "Bad",
+        "password",
+        "attempt",
+        "for",
+        WILDCARD,
+        "from",
+        WILDCARD,
+    ]
+
+
+def test_varied_macs_and_addresses_form_one_template_and_hit_only_first() -> None:
+    rule = NoveltyRule("novel_template")
+    hits = run(rule, [authenticated(i) for i in range(30)])
+    assert [h.kind for h in hits] == [HitKind.NEW]
+    assert rule.templates("hostapd") == [
+        f"{WILDCARD} STA {WILDCARD} IEEE {WILDCARD}: authenticated"
+    ]
+
+
+def test_a_new_wording_hits_once_keyed_by_program_and_template() -> None:
+    rule = NoveltyRule("novel_template")
+    run(rule, [authenticated(i) for i in range(5)])
+    radar = [
+        hostapd(
+            f"wlan1: DFS-RADAR-DETECTED freq={5260 + 20 * i} ht_enabled=1 chan_offset=0", T0 + i
+        )
+        for i in range(100, 103)
+    ]
+    hits = run(rule, radar)
+    template = (
+        f"wlan1: DFS-RADAR-DETECTED freq={WILDCARD} ht_enabled={WILDCARD} chan_offset={WILDCARD}"
+    )
+    assert [(h.kind, h.key, h.count, h.total) for h in hits] == [
+        (HitKind.NEW, f"hostapd|{template}", 1, 1)
+    ]
+    hit = hits[0]
+    assert hit.burst_start == T0 + 100
+    assert hit.evidence == (radar[0].event_id,)
+    assert hit.finding_id == finding_id("novel_template", f"hostapd|{template}", T0 + 100)
+
+
+def test_similar_messages_merge_into_one_template_with_wildcards() -> None:
+    rule = NoveltyRule("novel_template")
+    first = run(rule, [hostapd("wlan0: interface state UNINITIALIZED->HT_SCAN")])
+    second = run(rule, [hostapd("wlan0: interface state HT_SCAN->ENABLED")])
+    assert len(first) == 1
+    assert second == []
+    assert rule.templates("hostapd") == [f"wlan0: interface state {WILDCARD}"]
+
+
+def test_dissimilar_messages_of_the_same_shape_stay_apart() -> None:
+    rule = NoveltyRule("novel_template", similarity=0.7)
+    hits = run(rule, [hostapd("daemon started ok now"), hostapd("daemon crashed badly again")])
+    assert len(hits) == 2
+    assert len(rule.templates("hostapd")) == 2
+
+
+def test_templates_are_per_program() -> None:
+    rule = NoveltyRule("novel_template")
+    line = "Out of memory: Killed process 123 (dnsmasq)"
+    hits = run(rule, [hostapd(line, program="kernel"), hostapd(line, program="procd")])
+    assert [h.key.split("|")[0] for h in hits] == ["kernel", "procd"]
+    assert run(rule, [hostapd(line, program=None)])[0].key.startswith("-|")
+
+
+def test_conditions_limit_which_events_are_mined() -> None:
+    rule = NoveltyRule(
+        "novel_kernel", [{"field": "process_name", "operator": "==", "value": "kernel"}]
+    )
+    assert run(rule, [hostapd("something new")]) == []
+    assert rule.templates("hostapd") == []
+
+
+def test_warm_up_events_learn_without_hits() -> None:
+    rule = NoveltyRule("novel_template", warmup_events=2)
+    events = [hostapd("alpha one"), hostapd("beta two three"), hostapd("gamma x y z")]
+    assert [h.key for h in run(rule, events)] == ["hostapd|gamma x y z"]
+
+
+def test_seeded_templates_give_no_hit() -> None:
+    rule = NoveltyRule("novel_template")
+    assert rule.seed([("hostapd", authenticated(1).message), ("dropbear", "Child connection")]) == 2
+    assert run(rule, [authenticated(i) for i in range(2, 6)]) == []
+
+
+def test_export_and_load_round_trip_through_json() -> None:
+    rule = NoveltyRule("novel_template")
+    run(rule, [authenticated(i) for i in range(3)])
+    run(rule, [hostapd("wlan0: AP-ENABLED", T0 + 50)])
+    state = json.loads(json.dumps(rule.export()))
+    restored = NoveltyRule("novel_template")
+    restored.load(state)
+    assert restored.templates("hostapd") == rule.templates("hostapd")
+    assert run(restored, [authenticated(9), hostapd("wlan0: AP-ENABLED")]) == []
+    assert len(run(restored, [hostapd("wlan0: AP-DISABLED now")])) == 1
+
+
+def test_loading_bad_state_is_rejected() -> None:
+    rule = NoveltyRule("novel_template")
+    with pytest.raises(ConfigError, match="unsupported novelty state"):
+        rule.load({"version": 99, "templates": []})
+    with pytest.raises(ConfigError, match="bad template"):
+        rule.load({"version": 1, "templates": [{"key": "x"}]})
+
+
+def test_replay_gives_the_same_ids() -> None:
+    events = [authenticated(1), hostapd("wlan0: AP-ENABLED", T0 + 9)]
+    first = [h.finding_id for h in run(NoveltyRule("n"), events)]
+    assert first == [h.finding_id for h in run(NoveltyRule("n"), events)]
+    assert len(set(first)) == 2
+
+
+def test_templates_are_bounded_with_the_least_recently_matched_evicted() -> None:
+    rule = NoveltyRule("novel_template", max_templates=3)
+    words = ["alpha", "bravo", "charlie", "delta", "echo"]
+    run(rule, [hostapd(f"{w} event happened") for w in words[:3]])
+    run(rule, [hostapd("alpha event happened")])  # alpha is now the most recent
+    run(rule, [hostapd(f"{w} event happened") for w in words[3:]])
+    assert len(rule) == 3
+    assert rule.evicted == 2
+    assert rule.templates("hostapd") == [
+        "alpha event happened",
+        "delta event happened",
+        "echo event happened",
+    ]
+    assert len(run(rule, [hostapd("bravo event happened")])) == 1  # forgotten: new again
+
+
+def test_empty_messages_are_ignored() -> None:
+    rule = NoveltyRule("novel_template")
+    assert run(rule, [hostapd(""), hostapd("   ")]) == []
+    assert len(rule) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"similarity": 0}, "similarity must be in"),
+        ({"max_templates": 0}, "max_templates must be at least 1"),
+        ({"warmup_events": -1}, "warmup_events must not be negative"),
+        ({"group_by": ["a..b"]}, "group_by: invalid field path"),
+    ],
+)
+def test_invalid_novelty_rules_are_rejected(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        NoveltyRule("bad", **options)  # type: ignore[arg-type]
