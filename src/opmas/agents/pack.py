@@ -29,6 +29,7 @@ import yaml
 from opmas.agents.rules import PatternRule, ThresholdRule
 from opmas.agents.rules.conditions import compile_condition, field_getter
 from opmas.errors import ConfigError
+from opmas.yaml_lines import Where, error_path, node_line
 
 SHIPPED_DIR = Path(__file__).parent / "pack"
 AGENT_DOMAINS = {
@@ -56,10 +57,6 @@ _LAZY = {  # rule type -> (module, class) of the engines built elsewhere
 }
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _FINDING_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-_ERROR_PATH = re.compile(r"at `\$([^`]*)`")
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-Where = list[str | int]
 
 
 class StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -136,7 +133,9 @@ class _Checker:
     errors: list[ConfigError] = field(default_factory=list)
 
     def fail(self, message: str, where: Where) -> None:
-        self.errors.append(ConfigError(message, path=str(self.path), line=_line(self.node, where)))
+        self.errors.append(
+            ConfigError(message, path=str(self.path), line=node_line(self.node, where))
+        )
 
 
 def load_pack(dirs: Sequence[Path] = (), *, shipped: bool = True) -> list[RuleSpec]:
@@ -179,7 +178,7 @@ def load_file(path: Path) -> tuple[list[RuleSpec], list[ConfigError]]:
     try:
         pack = msgspec.convert(header, PackFile)
     except msgspec.ValidationError as exc:
-        checker.fail(str(exc), _error_path(str(exc)))
+        checker.fail(str(exc), error_path(str(exc)))
         return [], checker.errors
     if pack.agent is not None and pack.agent not in AGENT_DOMAINS:
         checker.fail(
@@ -193,14 +192,14 @@ def load_file(path: Path) -> tuple[list[RuleSpec], list[ConfigError]]:
         try:
             spec = msgspec.convert(raw, RuleSpec)
         except msgspec.ValidationError as exc:
-            checker.fail(f"rule {index + 1}: {exc}", where + _error_path(str(exc)))
+            checker.fail(f"rule {index + 1}: {exc}", where + error_path(str(exc)))
             continue
         if isinstance(raw, dict) and ({"path", "line"} & set(raw)):
             checker.fail(f"rule {index + 1}: unknown field `path` or `line`", where)
             continue
         spec.agent = spec.agent or pack.agent
         spec.domain = spec.domain or pack.domain or AGENT_DOMAINS.get(spec.agent or "")
-        spec.path, spec.line = str(path), _line(node, where)
+        spec.path, spec.line = str(path), node_line(node, where)
         if _check_rule(spec, checker, where):
             rules.append(spec)
     return rules, checker.errors
@@ -397,31 +396,3 @@ def rule_class(rule_type: str) -> Any:
         return getattr(module, class_name)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"rule type {rule_type} not available ({exc})") from exc
-
-
-def _error_path(message: str) -> Where:
-    match = _ERROR_PATH.search(message)
-    parts: Where = []
-    if match is not None:
-        for name, index in _PATH_PART.findall(match.group(1)):
-            parts.append(int(index) if index else name)
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown is not None:
-        parts.append(unknown.group(1))
-    return parts
-
-
-def _line(node: yaml.Node, where: Where) -> int:
-    """1-based line of the YAML node at `where`, or of its nearest existing parent."""
-    for part in where:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            child = next((v for k, v in node.value if k.value == part), None)
-            if child is None:
-                child = next((k for k, _ in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-    return int(node.start_mark.line) + 1

@@ -20,14 +20,11 @@ from opmas.errors import ConfigError
 from opmas.parser.compiled import CompiledParser, CompiledPattern
 from opmas.parser.regexes import Matcher, compile_regex, literals
 from opmas.parser.spec import ParserSpec, PatternSpec
+from opmas.yaml_lines import Where, error_path, node_line
 
 SHIPPED_DIR = Path(__file__).parent / "programs"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_ERROR_PATH = re.compile(r"at `\$([^`]*)`")
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-Where = list[str | int]
 
 
 class ParserFilesError(ConfigError):
@@ -102,7 +99,9 @@ def _read(
         spec = msgspec.convert(data, ParserSpec)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        errors.append(ConfigError(message, path=str(path), line=_line(node, _error_path(message))))
+        errors.append(
+            ConfigError(message, path=str(path), line=node_line(node, error_path(message)))
+        )
         return None, None
     return _compile(spec, path, shipped, node, errors), node  # checked further even if bad
 
@@ -111,7 +110,7 @@ def _compile(
     spec: ParserSpec, path: Path, shipped: bool, node: yaml.Node, errors: list[ConfigError]
 ) -> CompiledParser:
     def fail(message: str, where: Where) -> None:
-        errors.append(ConfigError(message, path=str(path), line=_line(node, where)))
+        errors.append(ConfigError(message, path=str(path), line=node_line(node, where)))
 
     if not _NAME.match(spec.name):
         fail("name must be lower-case letters, digits and _", ["name"])
@@ -193,7 +192,7 @@ def _check_programs(
 
 
 def _clash(parser: CompiledParser, node: yaml.Node, message: str) -> ConfigError:
-    return ConfigError(message, path=str(parser.path), line=_line(node, ["name"]))
+    return ConfigError(message, path=str(parser.path), line=node_line(node, ["name"]))
 
 
 def _link(active: list[tuple[CompiledParser, yaml.Node]], errors: list[ConfigError]) -> None:
@@ -206,33 +205,7 @@ def _link(active: list[tuple[CompiledParser, yaml.Node]], errors: list[ConfigErr
             if target is None or target is parser:
                 where: Where = ["patterns", pattern.index, "delegate", "parser"]
                 message = f"delegate parser {pattern.spec.delegate.parser!r} not found"
-                errors.append(ConfigError(message, path=str(parser.path), line=_line(node, where)))
+                errors.append(
+                    ConfigError(message, path=str(parser.path), line=node_line(node, where))
+                )
             pattern.delegate = target
-
-
-def _error_path(message: str) -> Where:
-    match = _ERROR_PATH.search(message)
-    parts: Where = []
-    if match is not None:
-        for name, index in _PATH_PART.findall(match.group(1)):
-            parts.append(int(index) if index else name)
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown is not None:
-        parts.append(unknown.group(1))
-    return parts
-
-
-def _line(node: yaml.Node, where: Where) -> int:
-    """1-based line of the YAML node at `where`, or of its nearest existing parent."""
-    for part in where:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            child = next((v for k, v in node.value if k.value == part), None)
-            if child is None:
-                child = next((k for k, _ in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-    return int(node.start_mark.line) + 1
