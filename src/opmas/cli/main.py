@@ -115,7 +115,8 @@ def _serve(names: tuple[str, ...], *, migrate_schema: bool) -> None:
         raise typer.Exit(1) from exc
     except asyncio.CancelledError:
         sys.exit(130)
-    console.print("stopped")
+    if not os.environ.get(CHILD_ENV):
+        console.print("stopped")
 
 
 @app.command()
