@@ -13,13 +13,13 @@ it. Time is the event's own, never the wall clock. Keys are bounded (LRU, evicti
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opmas.agents.rules.conditions import Getter, Predicate, compile_conditions, field_getter
 from opmas.agents.rules.types import KEY_SEPARATOR, Rule, RuleHit, event_time
-from opmas.agents.rules.windows import Cooldown
+from opmas.agents.rules.windows import Cooldown, KeyedLru
 from opmas.errors import ConfigError
 from opmas.messages import ParsedEvent
 
@@ -151,12 +151,16 @@ class CorrelationRule(Rule):
         self.cooldown = Cooldown(
             self.window_s if cooldown_s is None else cooldown_s, max_keys, evidence_limit
         )
-        self.evicted = 0
         self.late = 0
         self.duplicates = 0
         self.skipped_no_key = 0
-        self._keys: OrderedDict[str, _KeyState] = OrderedDict()
+        self._keys: KeyedLru[_KeyState] = KeyedLru(max_keys)
         self._seq = 0
+
+    @property
+    def evicted(self) -> int:
+        """Keys dropped because `max_keys` was reached."""
+        return self._keys.evicted
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -182,15 +186,7 @@ class CorrelationRule(Rule):
         return hits
 
     def _state(self, key: str) -> _KeyState:
-        state = self._keys.get(key)
-        if state is None:
-            state = self._keys[key] = _KeyState([deque() for _ in self.steps])
-            if len(self._keys) > self.max_keys:
-                self._keys.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._keys.move_to_end(key)
-        return state
+        return self._keys.touch(key, lambda: _KeyState([deque() for _ in self.steps]))
 
     def _evaluate_key(
         self, key: str, indexes: list[int], event: ParsedEvent, ts: float

@@ -14,12 +14,12 @@ fire on one extra event. Keys are bounded (LRU, evictions counted).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from opmas.agents.rules.types import Rule, RuleHit, event_time
-from opmas.agents.rules.windows import Cooldown
+from opmas.agents.rules.windows import Cooldown, KeyedLru
 from opmas.errors import ConfigError
 from opmas.messages import ParsedEvent
 
@@ -88,11 +88,15 @@ class StatisticalRule(Rule):
         )
         # after this many empty buckets in a row the baseline has decayed to nothing anyway
         self._max_gap = max(100, math.ceil(30 / self.alpha))
-        self.evicted = 0
         self.late = 0
         self.duplicates = 0
         self.skipped_no_key = 0
-        self._keys: OrderedDict[str, Baseline] = OrderedDict()
+        self._keys: KeyedLru[Baseline] = KeyedLru(max_keys)
+
+    @property
+    def evicted(self) -> int:
+        """Keys dropped because `max_keys` was reached."""
+        return self._keys.evicted
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -129,16 +133,9 @@ class StatisticalRule(Rule):
         state.evidence.clear()
 
     def _state(self, key: str, bucket: int) -> Baseline:
-        state = self._keys.get(key)
-        if state is None:
-            state = Baseline(bucket=bucket, evidence=deque(maxlen=self.evidence_limit))
-            self._keys[key] = state
-            if len(self._keys) > self.max_keys:
-                self._keys.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._keys.move_to_end(key)
-        return state
+        return self._keys.touch(
+            key, lambda: Baseline(bucket=bucket, evidence=deque(maxlen=self.evidence_limit))
+        )
 
     def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
         if not self.matches(event):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import bisect
 import uuid
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 # fixed forever: finding ids derived from it must not change between releases
 FINDING_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5e7f-9c0d-1b2a3c4d5e6f")
@@ -27,6 +29,30 @@ class _Entries:
     ids: set[str] = field(default_factory=set)
     distinct: Counter[str] = field(default_factory=Counter)
     newest: float = float("-inf")
+
+
+V = TypeVar("V")
+
+
+class KeyedLru(OrderedDict[str, V]):
+    """Per-key state, at most `max_keys` keys: the least recently touched is evicted and counted."""
+
+    def __init__(self, max_keys: int) -> None:
+        super().__init__()
+        self.max_keys = max_keys
+        self.evicted = 0
+
+    def touch(self, key: str, create: Callable[[], V]) -> V:
+        """The state of `key`, made by `create` when new; marks it most recently seen."""
+        state = self.get(key)
+        if state is None:
+            state = self[key] = create()
+            if len(self) > self.max_keys:
+                self.popitem(last=False)
+                self.evicted += 1
+        else:
+            self.move_to_end(key)
+        return state
 
 
 class SlidingWindow:
@@ -52,10 +78,14 @@ class SlidingWindow:
         self.distinct_field = distinct_field
         self.max_keys = max_keys
         self.max_items_per_key = max_items_per_key
-        self.evicted = 0
         self.late = 0
         self.duplicates = 0
-        self._keys: OrderedDict[str, _Entries] = OrderedDict()
+        self._keys: KeyedLru[_Entries] = KeyedLru(max_keys)
+
+    @property
+    def evicted(self) -> int:
+        """Keys dropped because `max_keys` was reached."""
+        return self._keys.evicted
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -71,14 +101,7 @@ class SlidingWindow:
         self, key: str, ts: float, item_id: str, distinct_value: str | None = None
     ) -> tuple[int, bool]:
         """Like `add`, also telling whether the item was taken (not late, not a duplicate)."""
-        entries = self._keys.get(key)
-        if entries is None:
-            entries = self._keys[key] = _Entries()
-            if len(self._keys) > self.max_keys:
-                self._keys.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._keys.move_to_end(key)
+        entries = self._keys.touch(key, _Entries)
         if ts < entries.newest - self.window_s:
             self.late += 1
             return self._count(entries), False
