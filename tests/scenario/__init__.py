@@ -1,0 +1,1 @@
+"""Scripted days of router logs with injected incidents, for end-to-end detection tests."""
