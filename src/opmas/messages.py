@@ -90,10 +90,35 @@ class ParsedBatch(msgspec.Struct):
     v: int = FORMAT_VERSION
 
 
+class Finding(msgspec.Struct, kw_only=True):
+    """What travels on findings.<domain>: DESIGN.md's agent finding, one per message.
+
+    A burst is published when it opens and again as it grows (same `finding_id`, larger
+    `count`, `last_seen_utc` later): a reader keeps the version with the largest count.
+    """
+
+    finding_id: str
+    agent_name: str
+    finding_ts_utc: str  # when the burst opened (event time)
+    device_hostname: str | None
+    device_ip: str | None
+    severity: str
+    finding_type: str
+    rule_name: str
+    description: str
+    details: dict[str, object]
+    evidence_event_ids: list[str]
+    domain: str
+    count: int = 1
+    last_seen_utc: str | None = None
+    v: int = FORMAT_VERSION
+
+
 raw_batch_encoder = msgspec.json.Encoder()
 raw_batch_decoder = msgspec.json.Decoder(RawBatch)
 parsed_batch_decoder = msgspec.json.Decoder(ParsedBatch)
 parsed_event_decoder = msgspec.json.Decoder(ParsedEvent)
+finding_decoder = msgspec.json.Decoder(Finding)
 encode = raw_batch_encoder.encode
 
 

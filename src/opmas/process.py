@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from opmas.agents.registry import AGENTS
+from opmas.agents.service import DomainAgent
 from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
 from opmas.ingest.service import IngestService
@@ -25,8 +27,47 @@ from opmas.status import StatusResponder
 from opmas.store.service import EventStore
 from opmas.workers import CHILD_ENV, WorkerProcess
 
-COMPONENT_NAMES = ("maintenance", "store", "parser", "ingest", "api")
+AGENT_COMPONENTS = tuple(AGENTS)  # agent-wifi, agent-security, agent-health, agent-wan
+COMPONENT_NAMES = ("maintenance", "store", "parser", *AGENT_COMPONENTS, "ingest", "api")
 """Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
+GROUPS = {"agents": AGENT_COMPONENTS}
+"""Names for several components at once: `opmas run agents`, `own_process: [agents]`."""
+
+
+def expand(names: Sequence[str]) -> tuple[str, ...]:
+    """Component names with groups replaced by their members, in start order.
+
+    Raises:
+        ValueError: a name is neither a component nor a group.
+    """
+    wanted: set[str] = set()
+    for name in names:
+        if name in GROUPS:
+            wanted.update(GROUPS[name])
+        elif name in COMPONENT_NAMES:
+            wanted.add(name)
+        else:
+            known = ", ".join((*COMPONENT_NAMES, *GROUPS))
+            raise ValueError(f"unknown component {name!r}; known: {known}")
+    return tuple(name for name in COMPONENT_NAMES if name in wanted)
+
+
+def _units(names: tuple[str, ...], own_process: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """What the supervisor runs: unit name -> components; a unit named in `own_process` (a
+    component, or a group whose members are all wanted) becomes one child process."""
+    separate = {n for n in own_process if n in GROUPS or n in COMPONENT_NAMES}
+    units: dict[str, tuple[str, ...]] = {}
+    grouped: set[str] = set()
+    for group, members in GROUPS.items():
+        if group in separate and set(members) <= set(names):
+            grouped.update(members)
+    for name in names:
+        if name in grouped:
+            group = next(g for g, members in GROUPS.items() if name in members)
+            units.setdefault(group, GROUPS[group])
+        else:
+            units[name] = (name,)
+    return units
 
 
 @dataclass
@@ -46,7 +87,9 @@ class Process:
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _factory(name: str, process: Process, *, own_process: bool = False) -> ComponentFactory:
+def _factory(
+    name: str, process: Process, *, own_process: bool = False, members: tuple[str, ...] = ()
+) -> ComponentFactory:
     resources = process.resources
     if own_process:
         env = {
@@ -58,6 +101,7 @@ def _factory(name: str, process: Process, *, own_process: bool = False) -> Compo
         return lambda: WorkerProcess(
             name,
             env,
+            expect=members or (name,),
             ready_timeout_s=resources.settings.embedded.start_timeout_s,
             grace_s=runtime.shutdown_grace_s,
         )
@@ -78,6 +122,11 @@ def _factory(name: str, process: Process, *, own_process: bool = False) -> Compo
         )
     if name == "ingest":
         return lambda: IngestService.from_settings(resources.settings, resources.bus)
+    if name in AGENTS:
+        ident = AGENTS[name]
+        return lambda: DomainAgent(
+            ident, resources.engine, resources.bus, resources.settings.agents
+        )
     raise ValueError(f"unknown component {name!r}; known: {', '.join(COMPONENT_NAMES)}")
 
 
@@ -87,21 +136,24 @@ async def open_process(
     names: tuple[str, ...],
     *,
     migrate_schema: bool,
+    split: bool = False,
     on_status: Callable[[ComponentState], None] | None = None,
 ) -> AsyncIterator[Process]:
     """Open the resources, bind the API socket (so its address is known before start) and
-    build the supervisor of `names`; answer status requests while open."""
-    unknown = set(names) - set(COMPONENT_NAMES)
-    if unknown:
-        raise ValueError(f"unknown component(s) {sorted(unknown)}; known: {COMPONENT_NAMES}")
+    build the supervisor of `names`; answer status requests while open. With `split`
+    (`opmas up`), the components named in `runtime.own_process` run in child processes."""
+    names = expand(names)
     async with open_resources(settings, migrate_schema=migrate_schema) as resources:
         sock = bind(settings.http_host, settings.http_port) if "api" in names else None
         try:
             process = Process(resources, Supervisor({}, settings.runtime), sock)
-            separate = set(settings.runtime.own_process) & set(names) if len(names) > 1 else set()
+            own = settings.runtime.own_process if split else []
+            units = _units(names, own)
+            separate = {unit for unit in units if unit in own}
             process.children = len(separate)
             factories = {
-                name: _factory(name, process, own_process=name in separate) for name in names
+                unit: _factory(unit, process, own_process=unit in separate, members=members)
+                for unit, members in units.items()
             }
             process.supervisor = Supervisor(factories, settings.runtime, on_status=on_status)
             states = process.supervisor.states
@@ -131,12 +183,13 @@ async def run_process(
     stop: asyncio.Event,
     *,
     migrate_schema: bool,
+    split: bool = False,
     on_open: Callable[[Process], None] | None = None,
     on_status: Callable[[ComponentState], None] | None = None,
 ) -> None:
     """Run the named components until `stop` is set, then drain and close everything."""
     async with open_process(
-        settings, names, migrate_schema=migrate_schema, on_status=on_status
+        settings, names, migrate_schema=migrate_schema, split=split, on_status=on_status
     ) as process:
         if on_open is not None:
             on_open(process)

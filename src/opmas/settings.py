@@ -101,8 +101,34 @@ class RuntimeSettings(BaseModel):
         10.0, gt=0, description="Time given to drain in-flight work on stop."
     )
     own_process: list[str] = Field(
-        default_factory=lambda: ["parser", "store"],
-        description="Components `opmas up` runs in child processes, to use more than one core.",
+        default_factory=lambda: ["parser", "store", "agents"],
+        description=(
+            "Components `opmas up` runs in child processes, to use more than one core"
+            " (`agents`: the four domain agents together in one)."
+        ),
+    )
+
+
+class AgentSettings(BaseModel):
+    """The domain agents (wifi, security, health, wan)."""
+
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Heartbeat on agents.heartbeat.<name> and in `agents`."
+    )
+    rule_poll_s: float = Field(
+        2.0, gt=0, description="How often an agent checks `agent_rules` for edits."
+    )
+    max_keys_per_rule: int = Field(
+        100_000, ge=1, description="Keys a rule tracks; the least recently seen are evicted."
+    )
+    update_interval_s: float = Field(
+        1.0, ge=0, description="A growing finding is republished at most this often."
+    )
+    replay_max_s: float = Field(
+        7200.0, ge=0, description="Longest history replayed at start to rebuild the windows."
+    )
+    state_save_s: float = Field(
+        60.0, gt=0, description="How often learned state (log templates) is saved."
     )
 
 
@@ -206,6 +232,7 @@ class Settings(BaseSettings):
     embedded: EmbeddedSettings = EmbeddedSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     ingest: IngestSettings = IngestSettings()
+    agents: AgentSettings = AgentSettings()
 
     @field_validator("database_url")
     @classmethod

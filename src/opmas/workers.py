@@ -32,12 +32,22 @@ class WorkerExited(OpmasError):
 
 
 class WorkerProcess:
-    """Runs `opmas run NAME` as a child; its stdout lines are relayed to ours."""
+    """Runs `opmas run NAME` as a child; its stdout lines are relayed to ours.
+
+    NAME may be a group (`agents`): the child is ready once every name in `expect` is.
+    """
 
     def __init__(
-        self, name: str, env: dict[str, str], *, ready_timeout_s: float, grace_s: float
+        self,
+        name: str,
+        env: dict[str, str],
+        *,
+        ready_timeout_s: float,
+        grace_s: float,
+        expect: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        self._waiting = set(expect or (name,))
         self._env = env
         self._ready_timeout_s = ready_timeout_s
         self._grace_s = grace_s
@@ -75,8 +85,10 @@ class WorkerProcess:
         assert self._proc.stdout is not None  # noqa: S101 - stdout=PIPE
         async for raw in self._proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith(READY_MARK) and line[len(READY_MARK) :].split()[0] == self.name:
-                self._ready.set()
+            if line.startswith(READY_MARK) and line[len(READY_MARK) :].split()[0] in self._waiting:
+                self._waiting.discard(line[len(READY_MARK) :].split()[0])
+                if not self._waiting:
+                    self._ready.set()
                 continue  # the supervisor here announces it
             print(line, flush=True)  # noqa: T201 - relaying the child's terminal output
 

@@ -1,12 +1,12 @@
 """Run rules over a log file offline, like `fail2ban-regex`: event time comes from the lines.
 
 Each line is parsed, each event goes in order to every rule reading its domain; a NEW hit
-opens a finding and the UPDATE hits of the same burst fold into it (count and evidence).
+opens a finding and the UPDATE hits of the same burst fold into it (count and evidence), as
+in a running agent (same RuleSet and FindingBook).
 """
 
 from __future__ import annotations
 
-import string
 import time
 import uuid
 from collections import Counter
@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opmas.agents.pack import RuleSpec, build_rule
-from opmas.agents.rules import RuleHit
+import msgspec
+
+from opmas.agents.engine import FindingBook, RuleSet
+from opmas.agents.pack import RuleSpec
 from opmas.errors import ConfigError
-from opmas.messages import ParsedEvent, RawLog, iso_utc
+from opmas.messages import Finding, ParsedEvent, RawLog
 from opmas.parser.engine import ParserEngine
 
 _LINE_NAMESPACE = uuid.UUID("0b6c4f0e-2d8a-5c3b-9e1f-7a6d5c4b3a29")
-EVIDENCE_LIMIT = 20  # event ids kept per finding, the first ones of the burst
+LIVE_ONLY = ("domain", "count", "last_seen_utc", "v")  # Finding fields a report leaves out
 DEFAULT_HOSTNAME = "local"  # logread lines carry no hostname; device-keyed rules need one
 
 
@@ -35,19 +37,6 @@ class RunReport:
     events: int = 0
     matches: Counter[str] = field(default_factory=Counter)  # hits per rule
     skipped: dict[str, str] = field(default_factory=dict)  # rule -> why it did not run
-
-
-class _SafeFields(dict[str, object]):
-    def __missing__(self, key: str) -> str:
-        return "?"
-
-
-def render(template: str, values: dict[str, object]) -> str:
-    """`template` with {placeholders} from `values`; unknown ones become `?`."""
-    try:
-        return string.Formatter().vformat(template, (), _SafeFields(values))
-    except (ValueError, IndexError, AttributeError):
-        return template
 
 
 def read_lines(path: Path) -> list[str]:
@@ -93,91 +82,24 @@ def run_lines(
     if rule_name is not None and not selected:
         raise ConfigError(f"no enabled rule named {rule_name!r}")
     report = RunReport(lines=len(lines))
-    compiled: list[tuple[RuleSpec, Any]] = []
-    for spec in selected:
-        try:
-            compiled.append((spec, build_rule(spec)))
-        except ConfigError as exc:
-            report.skipped[spec.name] = str(exc)
+    ruleset = RuleSet.build(selected)
+    report.skipped.update(ruleset.skipped)
     events = parse_lines(lines, engine)
     report.events = sum(1 for e in events if e.parser_name != "unparsed")
     line_of = {event.event_id: n for n, event in enumerate(events, 1)}
-    open_findings: dict[tuple[str, str], tuple[dict[str, Any], dict[str, object]]] = {}
+    book = FindingBook(max_open=len(events) + 1)
+    found: dict[str, Finding] = {}
     for event in events:
         if event.hostname is None:
             event.hostname = default_hostname
-        for spec, rule in compiled:
-            if event.log_source_type not in spec.reads:
-                continue
-            for hit in rule.evaluate(event):
-                report.matches[spec.name] += 1
-                _fold(spec, hit, event, open_findings, report, line_of)
+        for loaded, hit in ruleset.evaluate(event):
+            report.matches[loaded.spec.name] += 1
+            finding, _ = book.fold(loaded.spec, hit, event, loaded.spec.domain or "other")
+            found.setdefault(finding.finding_id, finding)
+    for finding in found.values():
+        data = msgspec.to_builtins(finding)
+        for name in LIVE_ONLY:
+            data.pop(name, None)
+        data["evidence_lines"] = [line_of[i] for i in finding.evidence_event_ids if i in line_of]
+        report.findings.append(data)
     return report
-
-
-def _fold(
-    spec: RuleSpec,
-    hit: RuleHit,
-    event: ParsedEvent,
-    open_findings: dict[tuple[str, str], tuple[dict[str, Any], dict[str, object]]],
-    report: RunReport,
-    line_of: dict[str, int],
-) -> None:
-    slot = (spec.name, hit.finding_id)
-    if slot not in open_findings:
-        open_findings[slot] = _finding(spec, hit, event)
-        report.findings.append(open_findings[slot][0])
-    finding, values = open_findings[slot]
-    details = finding["details"]
-    details["count"] = max(details["count"], hit.total)
-    values["count"] = details["count"]
-    finding["description"] = render(spec.description, values)
-    details["window_count"] = max(details.get("window_count", 0), hit.count)
-    evidence = finding["evidence_event_ids"]
-    for event_id in hit.evidence:
-        if len(evidence) >= EVIDENCE_LIMIT:
-            break
-        if event_id not in evidence:
-            evidence.append(event_id)
-    finding["evidence_lines"] = [line_of[i] for i in evidence if i in line_of]
-
-
-def _finding(
-    spec: RuleSpec, hit: RuleHit, event: ParsedEvent
-) -> tuple[dict[str, Any], dict[str, object]]:
-    """A new finding in DESIGN.md's format, and the values its description is rendered from."""
-    values: dict[str, object] = {
-        "hostname": event.hostname,
-        "process_name": event.process_name,
-        "message": event.message,
-        **event.structured_fields,
-        "key": hit.key,
-        "count": hit.count,
-        "threshold": spec.threshold,
-        "window_s": _number(spec.window_s),
-    }
-    details: dict[str, Any] = {"key": hit.key, "count": hit.total}
-    if spec.window_s is not None:
-        details["window_s"] = _number(spec.window_s)
-    for name in spec.group_by or ():
-        details[name] = values.get(name.removeprefix("structured_fields."))
-    finding: dict[str, Any] = {
-        "finding_id": hit.finding_id,
-        "agent_name": spec.agent,
-        "finding_ts_utc": iso_utc(hit.event_ts),
-        "device_hostname": event.hostname,
-        "device_ip": event.source_ip,
-        "severity": spec.severity,
-        "finding_type": spec.finding_type,
-        "rule_name": spec.name,
-        "description": render(spec.description, values),
-        "details": details,
-        "evidence_event_ids": [],
-    }
-    return finding, values
-
-
-def _number(value: float | None) -> float | int | None:
-    if value is None:
-        return None
-    return int(value) if float(value).is_integer() else value

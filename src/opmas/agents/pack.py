@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ import yaml
 
 from opmas.agents.rules import PatternRule, ThresholdRule
 from opmas.agents.rules.conditions import compile_condition, field_getter
+from opmas.agents.rules.types import Rule
 from opmas.errors import ConfigError
 from opmas.yaml_lines import Where, error_path, node_line
 
@@ -55,6 +56,8 @@ _LAZY = {  # rule type -> (module, class) of the engines built elsewhere
     "STATISTICAL": ("opmas.agents.rules.statistical", "StatisticalRule"),
     "MACHINE_LEARNING": ("opmas.agents.rules.novelty", "NoveltyRule"),
 }
+DEFAULT_MAX_KEYS = 100_000
+DEFAULT_LEARNING_S = 3600.0  # a MACHINE_LEARNING rule learns each program silently this long
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _FINDING_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
@@ -95,6 +98,9 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     z_threshold: float | None = None
     warmup_buckets: int | None = None
     min_count: int | None = None
+    # MACHINE_LEARNING
+    learning_s: float | None = None
+    novelty: Literal["template", "key"] | None = None
     examples: list[str] = []
     # set by the loader
     path: str | None = None
@@ -129,13 +135,12 @@ class RulePackError(ConfigError):
 @dataclass
 class _Checker:
     path: Path
-    node: yaml.Node
+    node: yaml.Node | None  # None: the rule is not from a file, errors carry no line
     errors: list[ConfigError] = field(default_factory=list)
 
     def fail(self, message: str, where: Where) -> None:
-        self.errors.append(
-            ConfigError(message, path=str(self.path), line=node_line(self.node, where))
-        )
+        line = node_line(self.node, where) if self.node is not None else None
+        self.errors.append(ConfigError(message, path=str(self.path), line=line))
 
 
 def load_pack(dirs: Sequence[Path] = (), *, shipped: bool = True) -> list[RuleSpec]:
@@ -205,6 +210,31 @@ def load_file(path: Path) -> tuple[list[RuleSpec], list[ConfigError]]:
     return rules, checker.errors
 
 
+def check_rule_data(data: Mapping[str, Any], *, source: str = "agent_rules") -> RuleSpec:
+    """A rule given as plain data (a row of `agent_rules`, a request body), checked exactly
+    as the loader checks a file, its engine built once so that a rule that cannot run is
+    refused when it is saved.
+
+    Raises:
+        RulePackError: every problem found, each naming the field.
+    """
+    try:
+        spec = msgspec.convert(dict(data), RuleSpec)
+    except msgspec.ValidationError as exc:
+        raise RulePackError([ConfigError(f"rule: {exc}", path=source)]) from None
+    if {"path", "line"} & set(data):
+        raise RulePackError([ConfigError("rule: unknown field `path` or `line`", path=source)])
+    spec.domain = spec.domain or AGENT_DOMAINS.get(spec.agent or "")
+    checker = _Checker(Path(source), None)
+    if not _check_rule(spec, checker, [], need_examples=False):
+        raise RulePackError(checker.errors)
+    try:
+        build_rule(spec, max_keys=1)
+    except ConfigError as exc:
+        raise RulePackError([ConfigError(f"rule {spec.name!r}: {exc}", path=source)]) from None
+    return spec
+
+
 def _load(dirs: Sequence[Path], shipped: bool) -> tuple[list[RuleSpec], list[ConfigError]]:
     errors: list[ConfigError] = []
     files: list[Path] = []
@@ -235,7 +265,9 @@ def normalize_severity(value: str) -> str | None:
     return _SEVERITY_ALIASES.get(value.strip().lower())
 
 
-def _check_rule(spec: RuleSpec, checker: _Checker, where: Where) -> bool:
+def _check_rule(
+    spec: RuleSpec, checker: _Checker, where: Where, *, need_examples: bool = True
+) -> bool:
     before = len(checker.errors)
 
     def fail(message: str, *at: str | int) -> None:
@@ -277,7 +309,7 @@ def _check_rule(spec: RuleSpec, checker: _Checker, where: Where) -> bool:
         except ConfigError as exc:
             fail(str(exc), "group_by")
     _check_type_fields(spec, fail)
-    if not spec.examples:
+    if need_examples and not spec.examples:
         fail("needs at least one example line", "examples")
     return len(checker.errors) == before
 
@@ -307,6 +339,8 @@ _ONLY: dict[str, tuple[str, ...]] = {
     "z_threshold": ("STATISTICAL",),
     "warmup_buckets": ("STATISTICAL",),
     "min_count": ("STATISTICAL",),
+    "learning_s": ("MACHINE_LEARNING",),
+    "novelty": ("MACHINE_LEARNING",),
 }
 
 
@@ -321,8 +355,9 @@ def _check_type_fields(spec: RuleSpec, fail: Any) -> None:
         value = getattr(spec, key)
         if value is not None and not value > 0:
             fail(f"{key!r} must be positive", key)
-    if spec.cooldown_s is not None and spec.cooldown_s < 0:
-        fail("'cooldown_s' must not be negative", "cooldown_s")
+    for key in ("cooldown_s", "learning_s"):
+        if getattr(spec, key) is not None and getattr(spec, key) < 0:
+            fail(f"{key!r} must not be negative", key)
     for index, step in enumerate(spec.steps or ()):
         if step.min_count < 1:
             fail("a step's min_count must be at least 1", "steps", index)
@@ -332,8 +367,8 @@ def _check_type_fields(spec: RuleSpec, fail: Any) -> None:
             )
 
 
-def build_rule(spec: RuleSpec) -> Any:
-    """The compiled rule of a spec (an object with `evaluate(event) -> list[RuleHit]`).
+def build_rule(spec: RuleSpec, *, max_keys: int = DEFAULT_MAX_KEYS) -> Rule:
+    """The compiled rule of a spec, keeping at most `max_keys` keys.
 
     Raises:
         ConfigError: the rule is wrong, or its type's engine is not available.
@@ -341,7 +376,11 @@ def build_rule(spec: RuleSpec) -> Any:
     group_by = spec.group_by or ["hostname"]
     if spec.type == "PATTERN":
         return PatternRule(
-            spec.name, spec.conditions, group_by=group_by, cooldown_s=spec.cooldown_s or 0.0
+            spec.name,
+            spec.conditions,
+            group_by=group_by,
+            cooldown_s=spec.cooldown_s or 0.0,
+            max_keys=max_keys,
         )
     if spec.type == "THRESHOLD":
         return ThresholdRule(
@@ -352,8 +391,9 @@ def build_rule(spec: RuleSpec) -> Any:
             group_by=group_by,
             distinct=spec.distinct,
             cooldown_s=spec.cooldown_s,
+            max_keys=max_keys,
         )
-    engine = rule_class(spec.type)
+    engine: Callable[..., Rule] = rule_class(spec.type)
     if spec.type == "CORRELATION":
         steps = [_step(step) for step in spec.steps or ()]
         return engine(
@@ -362,6 +402,7 @@ def build_rule(spec: RuleSpec) -> Any:
             join_on=spec.join_on,
             window_s=spec.window_s,
             cooldown_s=spec.cooldown_s,
+            max_keys=max_keys,
         )
     if spec.type == "STATISTICAL":
         return engine(
@@ -373,8 +414,17 @@ def build_rule(spec: RuleSpec) -> Any:
             warmup_buckets=spec.warmup_buckets,
             min_count=spec.min_count,
             cooldown_s=spec.cooldown_s,
+            max_keys=max_keys,
         )
-    return engine(spec.name, spec.conditions, group_by=group_by)
+    learning_s = DEFAULT_LEARNING_S if spec.learning_s is None else spec.learning_s
+    return engine(
+        spec.name,
+        spec.conditions,
+        group_by=group_by,
+        learning_s=learning_s,
+        novelty=spec.novelty or "template",
+        max_templates=max(max_keys, 1000),
+    )
 
 
 def _step(step: StepSpec) -> dict[str, Any]:
@@ -384,7 +434,7 @@ def _step(step: StepSpec) -> dict[str, Any]:
     return data
 
 
-def rule_class(rule_type: str) -> Any:
+def rule_class(rule_type: str) -> Any:  # a Rule subclass, typed Any: it takes its own kwargs
     """The engine class of CORRELATION, STATISTICAL or MACHINE_LEARNING, imported on demand.
 
     Raises:

@@ -7,7 +7,10 @@ Failures are retried with a growing delay until `max_deliver`, then dead-lettere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -37,6 +40,7 @@ __all__ = [
     "PullConsumer",
     "TransientError",
     "nak_delay",
+    "replay",
 ]
 
 log = structlog.get_logger(__name__)
@@ -149,6 +153,7 @@ class PullConsumer:
         durable: str,
         *,
         filter_subject: str | None = None,
+        filter_subjects: Sequence[str] | None = None,
         batch: int | None = None,
         max_deliver: int | None = None,
         ack_wait_s: float | None = None,
@@ -163,7 +168,11 @@ class PullConsumer:
         self._bus = bus
         self.stream = stream
         self.durable = durable
-        self._filter_subject = filter_subject
+        if filter_subject is not None and filter_subjects:
+            raise ValueError("give filter_subject or filter_subjects, not both")
+        subjects = list(filter_subjects or ())
+        self._filter_subject = subjects[0] if len(subjects) == 1 else filter_subject
+        self._filter_subjects = subjects if len(subjects) > 1 else None
         self._batch = batch or settings.fetch_batch
         self._max_deliver = max_deliver or settings.max_deliver
         self._ack_wait_s = ack_wait_s or settings.ack_wait_s
@@ -182,16 +191,24 @@ class PullConsumer:
             ack_wait=self._ack_wait_s,
             max_deliver=-1,  # enforced in process(), see the class docstring
             filter_subject=self._filter_subject,
+            filter_subjects=self._filter_subjects,
             deliver_policy=DeliverPolicy.BY_START_TIME if self._start_time else DeliverPolicy.ALL,
             opt_start_time=self._start_time,
         )
 
     async def __aenter__(self) -> Self:
         js, stream = self._bus.js, self.stream.name
+        config = self.consumer_config()
         try:
             if self._start_time is not None:
                 await self._delete_consumer()
-            await js.add_consumer(stream, self.consumer_config())
+            else:  # keep where an existing durable starts: the server refuses to change it
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    existing = (await js.consumer_info(stream, self.durable)).config
+                    config.deliver_policy = existing.deliver_policy
+                    config.opt_start_time = existing.opt_start_time
+                    config.opt_start_seq = existing.opt_start_seq
+            await js.add_consumer(stream, config)
             self._sub = await js.pull_subscribe_bind(durable=self.durable, stream=stream)
         except nats.js.errors.NotFoundError as exc:
             raise StreamMissing(f"stream {stream} does not exist; run ensure_streams") from exc
@@ -369,6 +386,57 @@ class PullConsumer:
             if msgs:
                 await self.process(msgs, handler)
         log.debug("consumer stopped", stream=self.stream.name, durable=self.durable)
+
+
+async def replay(
+    bus: Bus,
+    stream: StreamSpec,
+    *,
+    filter_subjects: Sequence[str],
+    start_time: datetime,
+    last_seq: int,
+    batch: int = 500,
+) -> AsyncIterator[list[Msg]]:
+    """Batches of `stream` from `start_time` through stream sequence `last_seq`, read by a
+    throw-away consumer that acks nothing: to rebuild in-memory state, not to process.
+
+    Raises BusError when NATS fails.
+    """
+    js = bus.js
+    name = f"replay-{uuid.uuid4().hex[:16]}"
+    subjects = list(filter_subjects)
+    config = ConsumerConfig(
+        name=name,
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=start_time,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
+    )
+    try:
+        await js.add_consumer(stream.name, config)
+        sub = await js.pull_subscribe_bind(durable=name, stream=stream.name)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"cannot replay {stream.name}: {exc!r}") from exc
+    try:
+        while True:
+            try:
+                msgs: list[Msg] = await sub.fetch(batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return
+            except nats.errors.Error as exc:
+                raise BusError(f"replay of {stream.name} failed: {exc!r}") from exc
+            wanted = [m for m in msgs if m.metadata.sequence.stream <= last_seq]
+            if wanted:
+                yield wanted
+            if len(wanted) < len(msgs) or not msgs or msgs[-1].metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await sub.unsubscribe()
+            await js.delete_consumer(stream.name, name)
 
 
 def _error_text(exc: BaseException) -> str:

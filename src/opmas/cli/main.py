@@ -14,6 +14,7 @@ from opmas import __version__
 from opmas.cli import config as config_cli
 from opmas.cli import events as events_cli
 from opmas.cli import explain as explain_cli
+from opmas.cli import findings as findings_cli
 from opmas.cli import migrate as migrate_cli
 from opmas.cli import replay as replay_cli
 from opmas.cli import rules as rules_cli
@@ -21,7 +22,7 @@ from opmas.cli import status as status_cli
 from opmas.cli import tokens as tokens_cli
 from opmas.cli.context import console, load_settings
 from opmas.errors import OpmasError
-from opmas.process import COMPONENT_NAMES, Process, run_process
+from opmas.process import COMPONENT_NAMES, GROUPS, Process, expand, run_process
 from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
 from opmas.settings import ensure_secret_key
 from opmas.workers import CHILD_ENV
@@ -37,6 +38,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(tokens_cli.app, name="tokens")
 app.add_typer(rules_cli.app, name="rules")
+app.add_typer(findings_cli.app, name="findings")
 app.command("migrate")(migrate_cli.migrate)
 app.command("status")(status_cli.status)
 app.command("replay")(replay_cli.replay)
@@ -80,9 +82,11 @@ def _host_of(url: str) -> str:
 def _print_status(state: ComponentState) -> None:
     if state.status is ComponentStatus.ACTIVE:
         detail = f"  {state.detail}" if state.detail else ""
-        console.print(f"[green]ready[/green]    {state.name:<12}{detail}")
+        console.print(f"[green]ready[/green]    {state.name:<14}{detail}", soft_wrap=True)
     elif state.status is ComponentStatus.ERROR:
-        console.print(f"[red]error[/red]    {state.name}: {state.last_error} (restarting)")
+        console.print(
+            f"[red]error[/red]    {state.name}: {state.last_error} (restarting)", soft_wrap=True
+        )
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -95,7 +99,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def _serve(names: tuple[str, ...], *, migrate_schema: bool) -> None:
+def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False) -> None:
     settings = ensure_secret_key(load_settings())
     try:
         run_loop(
@@ -105,6 +109,7 @@ def _serve(names: tuple[str, ...], *, migrate_schema: bool) -> None:
                     names,
                     stop,
                     migrate_schema=migrate_schema,
+                    split=split,
                     on_open=_announce,
                     on_status=_print_status,
                 )
@@ -123,15 +128,22 @@ def _serve(names: tuple[str, ...], *, migrate_schema: bool) -> None:
 def up() -> None:
     """Run every component in one process, starting embedded PostgreSQL and nats-server
     where no URL is configured; migrate the schema first. Ctrl-C stops everything."""
-    _serve(COMPONENT_NAMES, migrate_schema=True)
+    _serve(COMPONENT_NAMES, migrate_schema=True, split=True)
 
 
 @app.command()
 def run(
-    name: Annotated[str, typer.Argument(help=f"Component: {', '.join(COMPONENT_NAMES)}.")],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            help=f"Components: {', '.join(COMPONENT_NAMES)}; or a group: {', '.join(GROUPS)}."
+        ),
+    ],
 ) -> None:
-    """Run one component alone (scale out: many processes on many machines)."""
-    if name not in COMPONENT_NAMES:
-        console.print(f"[red]unknown component[/red] {name!r}; known: {', '.join(COMPONENT_NAMES)}")
-        raise typer.Exit(2)
-    _serve((name,), migrate_schema=False)
+    """Run components alone, in this process (scale out: many processes on many machines)."""
+    try:
+        chosen = expand(names)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    _serve(chosen, migrate_schema=False)

@@ -4,7 +4,7 @@ from opmas.models.actions import IntendedAction, Playbook, PlaybookStep
 from opmas.models.auth import ApiToken, User
 from opmas.models.base import Base
 from opmas.models.core import Device, LogSource, OpmasConfig, SshKey
-from opmas.models.detection import Agent, AgentRule
+from opmas.models.detection import Agent, AgentRule, AgentState
 from opmas.models.events import Event
 from opmas.models.findings import Finding, FindingId, Incident, IncidentComment
 from opmas.models.notify import (
@@ -17,6 +17,7 @@ from opmas.models.notify import (
 __all__ = [
     "Agent",
     "AgentRule",
+    "AgentState",
     "ApiToken",
     "Base",
     "Device",

@@ -69,3 +69,15 @@ class AgentRule(Timestamps, Base):
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
 
     agent: Mapped[Agent] = relationship(back_populates="rules", lazy="raise")
+
+
+class AgentState(Timestamps, Base):
+    """What an agent's rule learned (e.g. log templates), kept across restarts."""
+
+    __tablename__ = "agent_state"
+
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    rule_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -130,7 +130,7 @@ def test_cli_list_and_show() -> None:
 
 @pytest.mark.parametrize(
     "rule",
-    [r for r in PACK if r.type in ("PATTERN", "MACHINE_LEARNING", "THRESHOLD") and not r.distinct],
+    [r for r in PACK if r.type in ("PATTERN", "THRESHOLD") and not r.distinct],
     ids=lambda rule: rule.name,
 )
 def test_examples_trigger_their_rule_once(rule: RuleSpec) -> None:

@@ -275,3 +275,6 @@ class CorrelationRule(Rule):
             dropped += 1
         self.cooldown.expire(now)
         return dropped
+
+    def state_size(self) -> tuple[int, int]:
+        return len(self._keys), self._keys.evicted

@@ -8,7 +8,13 @@ a digit, such as `wlan0:`, groups as `<*>`). The most similar template (equal to
 length, wildcards in the template not counted) takes the message when the similarity is at
 least `similarity`, its differing tokens becoming `<*>`; otherwise the message starts a new
 template, which is a NEW hit keyed by program and template, with the finding id fixed by the
-first-seen event time. Seen templates give nothing.
+first-seen event time. Seen templates give nothing. A program's templates are learned silently
+during its first `learning_s` seconds (event time): a fresh install reports no routine
+message as new, only kinds that appear once the fleet's normal traffic is known.
+
+With `novelty="key"` the rule reports a key never seen before instead (a DHCP client MAC new
+to the fleet): the rule learns silently during its own first `learning_s` seconds, then each
+new key is a hit once.
 
 State is bounded by `max_templates` (least recently matched evicted, counted) and can be
 exported and loaded as plain JSON-able data.
@@ -28,6 +34,7 @@ from opmas.errors import ConfigError
 from opmas.messages import ParsedEvent
 
 WILDCARD = "<*>"
+NOVELTY_MODES = ("template", "key")
 STATE_VERSION = 1
 
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
@@ -122,6 +129,8 @@ class NoveltyRule(Rule):
         max_templates: int = 50_000,
         similarity: float = 0.5,
         warmup_events: int = 0,
+        learning_s: float = 0.0,
+        novelty: str = "template",
         max_tokens: int = 200,
     ) -> None:
         super().__init__(name, conditions, group_by, 1)
@@ -135,6 +144,16 @@ class NoveltyRule(Rule):
             raise ConfigError(f"rule {name!r}: warmup_events must not be negative")
         if max_tokens < 1:
             raise ConfigError(f"rule {name!r}: max_tokens must be at least 1")
+        if learning_s < 0:
+            raise ConfigError(f"rule {name!r}: learning_s must not be negative")
+        if novelty not in NOVELTY_MODES:
+            raise ConfigError(f"rule {name!r}: novelty must be one of {list(NOVELTY_MODES)}")
+        self.novelty = novelty
+        self._keys: OrderedDict[str, None] = OrderedDict()  # novelty="key": keys seen
+        self._rule_first: float | None = None
+        self.learning_s = float(learning_s)
+        # key -> event time its first message was seen (bounded like the templates)
+        self._first_seen: OrderedDict[str, float] = OrderedDict()
         self.similarity = float(similarity)
         self.max_templates = max_templates
         self.warmup_events = warmup_events
@@ -216,13 +235,45 @@ class NoveltyRule(Rule):
             return []
         key = self.group_key(event)
         ts = event_time(event)
+        if self.novelty == "key":
+            return self._new_key(key, ts, event.event_id)
+        learning_until = self._learning_until(key, ts)
         template = self.learn(key, event.message, ts)
         self.seen_events += 1
-        if template is None or self.seen_events <= self.warmup_events:
+        if template is None or self.seen_events <= self.warmup_events or ts < learning_until:
             return []
         hit_key = f"{key}{KEY_SEPARATOR}{template.text}"
         burst = Burst(start=ts, last=ts, total=1)
         return [self._hit(True, hit_key, 1, burst, ts, (event.event_id,))]
+
+    def _new_key(self, key: str, ts: float, event_id: str) -> list[RuleHit]:
+        self.seen_events += 1
+        if self._rule_first is None or ts < self._rule_first:
+            self._rule_first = ts
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return []
+        self._keys[key] = None
+        if len(self._keys) > self.max_templates:
+            self._keys.popitem(last=False)
+            self.evicted += 1
+        if ts < self._rule_first + self.learning_s or self.seen_events <= self.warmup_events:
+            return []
+        burst = Burst(start=ts, last=ts, total=1)
+        return [self._hit(True, key, 1, burst, ts, (event_id,))]
+
+    def _learning_until(self, key: str, ts: float) -> float:
+        first = self._first_seen.get(key)
+        if first is None:
+            first = self._first_seen[key] = ts
+            if len(self._first_seen) > self.max_templates:
+                self._first_seen.popitem(last=False)
+        elif ts < first:
+            first = self._first_seen[key] = ts
+        return first + self.learning_s
+
+    def state_size(self) -> tuple[int, int]:
+        return len(self._lru) + len(self._keys), self.evicted
 
     def seed(self, messages: Iterable[tuple[str, str]], ts: float = 0.0) -> int:
         """Learn `(program, message)` pairs without hits; returns how many templates were new."""
@@ -236,6 +287,9 @@ class NoveltyRule(Rule):
                 {"key": t.key, "template": t.text, "first_seen": t.first_seen, "count": t.count}
                 for t in self._lru.values()
             ],
+            "first_seen": dict(self._first_seen),
+            "keys": list(self._keys),
+            "rule_first": self._rule_first,
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -255,8 +309,21 @@ class NoveltyRule(Rule):
                 raise ConfigError(f"rule {self.name!r}: bad template in state: {exc}") from None
             if template.tokens:
                 loaded.append(template)
+        first_seen = state.get("first_seen", {})
+        if not isinstance(first_seen, dict):
+            raise ConfigError(f"rule {self.name!r}: bad first_seen in state")
         self._lru.clear()
         self._index.clear()
+        try:
+            ordered = sorted((float(ts), str(key)) for key, ts in first_seen.items())
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"rule {self.name!r}: bad first_seen in state: {exc}") from None
+        self._first_seen = OrderedDict((key, ts) for ts, key in ordered)
+        keys, rule_first = state.get("keys", []), state.get("rule_first")
+        if not isinstance(keys, list) or not isinstance(rule_first, int | float | None):
+            raise ConfigError(f"rule {self.name!r}: bad keys in state")
+        self._keys = OrderedDict((str(key), None) for key in keys[-self.max_templates :])
+        self._rule_first = None if rule_first is None else float(rule_first)
         for template in loaded:
             groups = self._index.setdefault(template.key, {})
             self._add(template, groups.setdefault(_group(template.tokens), []))

@@ -169,6 +169,10 @@ class StatisticalRule(Rule):
             burst.total += 1
         return [self._hit(new, key, state.count, burst, ts, state.evidence)]
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float) -> int:
         """Forget closed bursts (baselines stay until evicted: they are the rule's memory)."""
         self.cooldown.expire(now)
+        return 0
+
+    def state_size(self) -> tuple[int, int]:
+        return len(self._keys), self._keys.evicted

@@ -22,7 +22,7 @@ MISSING_KEY_PART = "-"
 
 
 @lru_cache(maxsize=16_384)
-def _parse_iso(text: str) -> float:
+def parse_iso(text: str) -> float:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -33,10 +33,10 @@ def event_time(event: ParsedEvent) -> float:
     """The event's time in epoch seconds: its own timestamp if it has a valid one, else arrival."""
     if event.event_ts:
         try:
-            return _parse_iso(event.event_ts)
+            return parse_iso(event.event_ts)
         except ValueError:
             pass
-    return _parse_iso(event.arrival_ts_utc)
+    return parse_iso(event.arrival_ts_utc)
 
 
 class HitKind(enum.StrEnum):
@@ -125,6 +125,14 @@ class Rule(ABC):
     def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
         """The hits this event causes (none, or one)."""
 
+    def expire(self, now: float) -> int:
+        """Drop state that ended before `now` (event time); returns keys dropped."""
+        return 0
+
+    @abstractmethod
+    def state_size(self) -> tuple[int, int]:
+        """(keys held now, keys evicted so far because `max_keys` was reached)."""
+
 
 class PatternRule(Rule):
     """One event whose fields satisfy all conditions; repeats within `cooldown_s` update it."""
@@ -162,6 +170,12 @@ class PatternRule(Rule):
         new, burst = self.cooldown.hit(key, ts, ts)
         burst.evidence.append(event.event_id)
         return [self._hit(new, key, 1, burst, ts, burst.evidence)]
+
+    def expire(self, now: float) -> int:
+        return self.cooldown.expire(now)
+
+    def state_size(self) -> tuple[int, int]:
+        return len(self.cooldown), self.cooldown.evicted
 
 
 class ThresholdRule(Rule):
@@ -230,7 +244,11 @@ class ThresholdRule(Rule):
         evidence = self.window.item_ids(key, self.evidence_limit)
         return [self._hit(new, key, count, burst, ts, evidence)]
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float) -> int:
         """Drop keys and bursts that ended before `now` (event time); call now and then."""
-        self.window.expire(now)
+        dropped = self.window.expire(now)
         self.cooldown.expire(now)
+        return dropped
+
+    def state_size(self) -> tuple[int, int]:
+        return len(self.window), self.window.evicted + self.cooldown.evicted

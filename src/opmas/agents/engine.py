@@ -1,0 +1,236 @@
+"""A set of compiled rules routed by event domain, and the findings their hits make.
+
+Used alike by a running agent and by `opmas rules test`: `RuleSet.evaluate(event)` gives the
+hits of the rules reading the event's domain; `FindingBook.fold` turns each hit into the
+finding it opens or grows (one finding per burst, its count and evidence updated).
+"""
+
+from __future__ import annotations
+
+import string
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from opmas.agents.pack import DEFAULT_MAX_KEYS, RuleSpec, build_rule
+from opmas.agents.rules import RuleHit
+from opmas.agents.rules.types import Rule
+from opmas.errors import ConfigError
+from opmas.messages import Finding, ParsedEvent, iso_utc
+
+EVIDENCE_LIMIT = 20  # event ids kept per finding, the first ones of the burst
+STATEFUL_TYPES = ("THRESHOLD", "CORRELATION")  # rules whose windows a replay rebuilds
+
+
+def fingerprint(spec: RuleSpec) -> bytes:
+    """The rule's definition as bytes: equal fingerprints keep a rule's state on reload."""
+    data = spec.to_dict()
+    data.pop("examples", None)
+    return msgspec.json.encode(data, order="sorted")
+
+
+@dataclass(eq=False)
+class LoadedRule:
+    """A rule ready to run: its spec, its compiled engine and its row id in `agent_rules`."""
+
+    spec: RuleSpec
+    rule: Rule
+    fingerprint: bytes
+    rule_id: int | None = None
+
+
+@dataclass
+class RuleSet:
+    """Compiled rules indexed by the domain of the events they read."""
+
+    rules: list[LoadedRule] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # rule name -> why it is not running
+
+    def __post_init__(self) -> None:
+        self._by_domain: dict[str, list[LoadedRule]] = {}
+        for loaded in self.rules:
+            for domain in loaded.spec.reads:
+                self._by_domain.setdefault(domain, []).append(loaded)
+
+    @classmethod
+    def build(
+        cls,
+        specs: Iterable[RuleSpec],
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        previous: RuleSet | None = None,
+        rule_ids: dict[str, int] | None = None,
+    ) -> RuleSet:
+        """Compile the enabled specs; a rule unchanged since `previous` keeps its state.
+
+        A spec that does not build is left out and named in `skipped` with the reason.
+        """
+        kept = {(r.spec.name, r.fingerprint): r for r in previous.rules} if previous else {}
+        ids = rule_ids or {}
+        rules: list[LoadedRule] = []
+        skipped: dict[str, str] = {}
+        for spec in specs:
+            if not spec.enabled:
+                continue
+            print_ = fingerprint(spec)
+            old = kept.get((spec.name, print_))
+            if old is not None:
+                old.rule_id = ids.get(spec.name, old.rule_id)
+                rules.append(old)
+                continue
+            try:
+                rule = build_rule(spec, max_keys=max_keys)
+            except ConfigError as exc:
+                skipped[spec.name] = str(exc)
+                continue
+            rules.append(LoadedRule(spec, rule, print_, ids.get(spec.name)))
+        return cls(rules, skipped)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The event domains some rule reads, sorted."""
+        return tuple(sorted(self._by_domain))
+
+    @property
+    def replay_window_s(self) -> float:
+        """How much history rebuilds every window: the longest THRESHOLD/CORRELATION window."""
+        return max(
+            (r.spec.window_s or 0.0 for r in self.rules if r.spec.type in STATEFUL_TYPES),
+            default=0.0,
+        )
+
+    def evaluate(self, event: ParsedEvent) -> list[tuple[LoadedRule, RuleHit]]:
+        """The hits of every rule reading the event's domain, in rule order."""
+        found: list[tuple[LoadedRule, RuleHit]] = []
+        for loaded in self._by_domain.get(event.log_source_type, ()):
+            for hit in loaded.rule.evaluate(event):
+                found.append((loaded, hit))
+        return found
+
+    def expire(self, now: float) -> int:
+        """Drop every rule's state that ended before `now` (event time); returns keys dropped."""
+        return sum(loaded.rule.expire(now) for loaded in self.rules)
+
+    def state_size(self) -> tuple[int, int]:
+        """(keys held, keys evicted) over every rule."""
+        keys = evicted = 0
+        for loaded in self.rules:
+            held, dropped = loaded.rule.state_size()
+            keys += held
+            evicted += dropped
+        return keys, evicted
+
+
+class _SafeFields(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render(template: str, values: dict[str, object]) -> str:
+    """`template` with {placeholders} from `values`; unknown ones become `?`."""
+    try:
+        return string.Formatter().vformat(template, (), _SafeFields(values))
+    except (ValueError, IndexError, AttributeError):
+        return template
+
+
+def _number(value: float | None) -> float | int | None:
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+@dataclass
+class _Open:
+    finding: Finding
+    values: dict[str, object]
+
+
+class FindingBook:
+    """The findings of open bursts, so that each hit opens one or grows it.
+
+    Bounded: past `max_open` findings the least recently hit is forgotten; a later hit of
+    its burst starts from that hit's own event (same finding id, so readers still merge it).
+    """
+
+    def __init__(self, max_open: int = 100_000, evidence_limit: int = EVIDENCE_LIMIT) -> None:
+        self.max_open = max_open
+        self.evidence_limit = evidence_limit
+        self._open: OrderedDict[str, _Open] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def fold(
+        self, spec: RuleSpec, hit: RuleHit, event: ParsedEvent, domain: str
+    ) -> tuple[Finding, bool]:
+        """The finding after this hit, and whether the hit opened it."""
+        entry = self._open.get(hit.finding_id)
+        new = entry is None
+        if entry is None:
+            entry = self._open[hit.finding_id] = _new(spec, hit, event, domain)
+            if len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(hit.finding_id)
+        finding, values = entry.finding, entry.values
+        details = finding.details
+        count = max(_int(details.get("count")), hit.total)
+        details["count"] = values["count"] = finding.count = count
+        details["window_count"] = max(_int(details.get("window_count")), hit.count)
+        finding.description = render(spec.description, values)
+        last = iso_utc(hit.event_ts)
+        if finding.last_seen_utc is None or last > finding.last_seen_utc:
+            finding.last_seen_utc = last
+        evidence = finding.evidence_event_ids
+        for event_id in hit.evidence:
+            if len(evidence) >= self.evidence_limit:
+                break
+            if event_id not in evidence:
+                evidence.append(event_id)
+        return finding, new
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _new(spec: RuleSpec, hit: RuleHit, event: ParsedEvent, domain: str) -> _Open:
+    values: dict[str, object] = {
+        "hostname": event.hostname,
+        "process_name": event.process_name,
+        "message": event.message,
+        **event.structured_fields,
+        "key": hit.key,
+        "count": hit.count,
+        "threshold": spec.threshold,
+        "window_s": _number(spec.window_s),
+    }
+    details: dict[str, Any] = {"key": hit.key, "count": hit.total}
+    if spec.window_s is not None:
+        details["window_s"] = _number(spec.window_s)
+    for name in spec.group_by or ():
+        details[name] = values.get(name.removeprefix("structured_fields."))
+    finding = Finding(
+        finding_id=hit.finding_id,
+        agent_name=spec.agent or "",
+        finding_ts_utc=iso_utc(hit.event_ts),
+        device_hostname=event.hostname,
+        device_ip=event.source_ip,
+        severity=spec.severity,
+        finding_type=spec.finding_type,
+        rule_name=spec.name,
+        description=render(spec.description, values),
+        details=details,
+        evidence_event_ids=[],
+        domain=domain,
+    )
+    return _Open(finding, values)
+
+
+def agent_specs(specs: Sequence[RuleSpec], agent: str) -> list[RuleSpec]:
+    """The specs of one agent (by its name, WiFiAgent...)."""
+    return [spec for spec in specs if spec.agent == agent]
