@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.markup import escape
 
+from opmas.agents.engine import explain_rules
+from opmas.agents.pack import load_pack
 from opmas.cli.context import console, err_console, load_settings
 from opmas.errors import ConfigError
 from opmas.messages import encode
@@ -37,7 +40,7 @@ def explain(
     ] = False,
 ) -> None:
     """Show the header fields, the parser chosen and why, the fields and the domain of each
-    line. Works offline: no server needed."""
+    line, and the rules it matches or counts towards. Works offline: no server needed."""
     settings = load_settings()
     lines = _lines(line, file)
     try:
@@ -45,11 +48,24 @@ def explain(
     except ConfigError as exc:
         err_console.print(f"[red]parser files:[/red] {exc}")
         raise typer.Exit(2) from exc
+    try:
+        rules = load_pack()
+    except ConfigError as exc:
+        err_console.print(f"[red]rule files:[/red] {exc}")
+        raise typer.Exit(2) from exc
     for index, text in enumerate(lines):
         explanation = engine.explain(text)
+        matches = explain_rules(explanation.event, rules)
         if as_json:
-            sys.stdout.buffer.write(encode(explanation.event) + b"\n")
+            data = msgspec.to_builtins(explanation.event)
+            data["rules"] = [msgspec.to_builtins(m) for m in matches]
+            sys.stdout.buffer.write(encode(data) + b"\n")
             continue
         if index:
             console.rule()
         console.print(escape(explanation.render()), highlight=False, soft_wrap=True)
+        console.print("rules:", highlight=False)
+        for match in matches:
+            console.print(f"  {escape(match.render())}", highlight=False, soft_wrap=True)
+        if not matches:
+            console.print("  none of the rules uses this event", highlight=False)
