@@ -125,7 +125,12 @@ class AgentSettings(BaseModel):
         1.0, ge=0, description="A growing finding is republished at most this often."
     )
     replay_max_s: float = Field(
-        7200.0, ge=0, description="Longest history replayed at start to rebuild the windows."
+        7200.0,
+        ge=0,
+        description=(
+            "Longest history replayed at start to rebuild the windows; an agent's very first"
+            " start also catches up on this much history."
+        ),
     )
     state_save_s: float = Field(
         60.0, gt=0, description="How often learned state (log templates) is saved."

@@ -192,9 +192,10 @@ class Scenario(Background):
     def security_incidents(self) -> None:
         # SSH brute force from the internet against the office gateway
         host, ip, t0 = "gw-office", "45.155.205.12", 3 * 3600 + 10 * 60
+        key = f"{host}|{ip}"
         name = self.inject("SSH brute force with user enumeration", "security", host, t0,
-                           ("ssh-brute-force-fast", ip), ("ssh-brute-force-slow", ip),
-                           ("ssh-user-enumeration", ip))  # fmt: skip
+                           ("ssh-brute-force-fast", key), ("ssh-brute-force-slow", key),
+                           ("ssh-user-enumeration", key))  # fmt: skip
         users = ("admin", "ubnt", "oracle", "test", "pi", "user", "support", "guest")
         for n in range(40):
             t, port = t0 + 6 * n, 30000 + 7 * n
@@ -238,7 +239,7 @@ class Scenario(Background):
         # a guessed password: three failures, then a login
         host, ip, t0 = "gw-shop", "198.51.100.23", 11 * 3600 + 45 * 60
         name = self.inject("SSH login after failed passwords", "security", host, t0,
-                           ("ssh-login-after-failures", ip))  # fmt: skip
+                           ("ssh-login-after-failures", f"{host}|{ip}"))  # fmt: skip
         tag = "dropbear[23117]"
         self.add(t0, host, AUTHPRIV * 8 + INFO, tag, f"Child connection from {ip}:52114", name)
         for n in range(3):
@@ -260,14 +261,16 @@ class Scenario(Background):
         )
         # a port scan of the branch gateway
         host, ip, t0 = "gw-branch", "185.220.101.7", 15 * 3600 + 2 * 60
-        name = self.inject("port scan", "security", host, t0, ("firewall-port-scan", ip))
+        name = self.inject(
+            "port scan", "security", host, t0, ("firewall-port-scan", f"{host}|{ip}")
+        )
         ports = sorted(self.rng.sample(range(1, 10000), 40))
         for n, port in enumerate(ports):
             self.firewall_drop(t0 + 0.5 * n, host, ip, port, name)
         # someone on the home LAN guesses the LuCI password
         host, ip, t0 = "gw-home", "192.168.2.66", 19 * 3600 + 30 * 60
         name = self.inject(
-            "LuCI password guessing", "security", host, t0, ("luci-login-failures", ip)
+            "LuCI password guessing", "security", host, t0, ("luci-login-failures", f"{host}|{ip}")
         )
         for n in range(8):
             self.add(

@@ -181,6 +181,8 @@ class FindingBook:
         count = max(_int(details.get("count")), hit.total)
         details["count"] = values["count"] = finding.count = count
         details["window_count"] = max(_int(details.get("window_count")), hit.count)
+        if spec.distinct:  # "{count} ports": the distinct values, not the events
+            values["count"] = details["window_count"]
         finding.description = render(spec.description, values)
         last = iso_utc(hit.event_ts)
         if finding.last_seen_utc is None or last > finding.last_seen_utc:

@@ -280,12 +280,15 @@ class DomainAgent:
     async def _rebuild_windows(self) -> datetime | None:
         """Replay history into the windows; the start time for a durable not yet created."""
         span = min(self._ruleset.replay_window_s, self._settings.replay_max_s)
-        start = datetime.now(UTC) - timedelta(seconds=span)
+        now = datetime.now(UTC)
+        start = now - timedelta(seconds=span)
         stream = self._bus.subjects.logs_parsed_stream
         try:
             info = await self._bus.js.consumer_info(stream.name, self.durable)
         except nats.js.errors.NotFoundError:
-            return start  # first start: the durable begins `span` ago, live
+            # first start: catch up on the recent history (what came in while the pipeline
+            # ran before this agent) as live events
+            return now - timedelta(seconds=self._settings.replay_max_s)
         last_seq = info.ack_floor.stream_seq if info.ack_floor else 0
         if span <= 0 or not last_seq or not self._ruleset.domains:
             return None

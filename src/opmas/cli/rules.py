@@ -1,7 +1,9 @@
-"""`opmas rules list|show|test`: the detection rules, offline (no server needed)."""
+"""`opmas rules list|show|test`: the detection rules, offline (no server needed);
+`opmas rules apply`: save checked rules into the database the agents read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -12,9 +14,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from opmas.agents import offline
-from opmas.agents.pack import RuleSpec, load_pack
-from opmas.cli.context import console, err_console
-from opmas.errors import ConfigError
+from opmas.agents.pack import RulePackError, RuleSpec, check_rule_data, load_file, load_pack
+from opmas.agents.registry import save_rules
+from opmas.cli.context import console, err_console, load_settings
+from opmas.db.engine import create_engine
+from opmas.embedded import embedded_services
+from opmas.errors import ConfigError, OpmasError
 
 app = typer.Typer(help="Detection rules: list, show, and test them on a log file offline.")
 
@@ -116,3 +121,45 @@ def run_test(
         console.print(f"  {name}: {hits} hit(s)", highlight=False)
     for name, why in sorted(report.skipped.items()):
         console.print(f"  {name}: skipped ({escape(why)})", highlight=False)
+
+
+@app.command()
+def apply(
+    files: Annotated[list[Path], typer.Argument(help="Rule YAML files (the pack's format).")],
+) -> None:
+    """Check rule files and save their rules into `agent_rules`, replacing rules of the same
+    agent and name; running agents use them within seconds. Nothing is saved if any rule
+    is wrong."""
+    specs: list[RuleSpec] = []
+    problems: list[ConfigError] = []
+    for path in files:
+        rules, errors = load_file(path)
+        problems.extend(errors)
+        for spec in rules:
+            try:
+                specs.append(check_rule_data(spec.to_dict(), source=str(path)))
+            except RulePackError as exc:
+                problems.extend(exc.errors)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]{escape(str(problem))}[/red]", soft_wrap=True)
+        err_console.print(f"nothing saved: {len(problems)} error(s)")
+        raise typer.Exit(2)
+    settings = load_settings()
+
+    async def _save() -> int:
+        async with embedded_services(settings, with_nats=False) as endpoints:
+            engine = create_engine(endpoints.database_url)
+            try:
+                return await save_rules(engine, specs)
+            finally:
+                await engine.dispose()
+
+    try:
+        saved = asyncio.run(_save())
+    except OpmasError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    for spec in specs:
+        console.print(f"saved  {spec.name}  ({spec.agent}, {spec.type})", highlight=False)
+    console.print(f"{saved} rule(s) saved", highlight=False)

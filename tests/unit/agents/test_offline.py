@@ -46,7 +46,7 @@ def test_thirty_bad_passwords_in_a_minute_give_one_fast_brute_force(tmp_path: Pa
     assert finding["finding_type"] == "SshBruteForce"
     details = finding["details"]
     assert isinstance(details, dict)
-    assert details["key"] == "203.0.113.7"
+    assert details["key"] == "local|203.0.113.7"
     assert details["count"] == 30
     assert details["window_s"] == 60
     assert finding["evidence_lines"] == list(range(1, 21))  # the first 20 event ids
