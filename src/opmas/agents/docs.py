@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from opmas.agents.pack import AGENT_DOMAINS, RuleSpec, load_pack
+from opmas.agents.pack import AGENT_DOMAINS, DEFAULT_LEARNING_S, RuleSpec, load_pack
 
 _HEADER = """\
 # Default rules
@@ -26,6 +26,13 @@ def _thresholds(rule: RuleSpec) -> str:
         text = f"at least {rule.threshold} {what} within {rule.window_s:g} s per {group}"
     elif rule.type == "PATTERN":
         text = f"each matching event, per {group}"
+        if rule.unless_preceded_by is not None:
+            excuse = rule.unless_preceded_by
+            parts = " and ".join(
+                f"`{c.get('field')} {c.get('operator')} {c.get('value', True)!r}`"
+                for c in excuse.conditions
+            )
+            text += f", unless an event with {parts} came within {excuse.within_s:g} s before"
     elif rule.type == "CORRELATION":
         steps = " then ".join(f"{s.min_count} x {s.name or 'step'}" for s in rule.steps or ())
         joined = ", ".join(f"`{j}`" for j in rule.join_on or ())
@@ -36,8 +43,15 @@ def _thresholds(rule: RuleSpec) -> str:
             f"z ≥ {rule.z_threshold:g}, after {rule.warmup_buckets} warm-up buckets and at "
             f"least {rule.min_count} events"
         )
+    elif rule.novelty == "key":
+        learning = rule.learning_s or 0
+        text = f"a value of {group} never seen before (after the rule's first {learning:g} s)"
     else:
-        text = f"a value of {group} never seen before"
+        learning = DEFAULT_LEARNING_S if rule.learning_s is None else rule.learning_s
+        text = (
+            f"a message template never seen before for {group}"
+            f" (each one's first {learning:g} s is learned silently)"
+        )
     if rule.cooldown_s:
         text += f"; cooldown {rule.cooldown_s:g} s"
     return text

@@ -71,6 +71,13 @@ class StepSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     join_on: list[str] | None = None  # this step's join fields, if not the rule's
 
 
+class PrecededSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A PATTERN rule's excuse: an event matching these conditions, same key, shortly before."""
+
+    conditions: list[dict[str, Any]]
+    within_s: float
+
+
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One rule as written in a pack file; `agent`/`domain` default to the file's."""
 
@@ -88,6 +95,7 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # THRESHOLD (cooldown_s also PATTERN and CORRELATION)
     threshold: int | None = None
     window_s: float | None = None
+    unless_preceded_by: PrecededSpec | None = None  # PATTERN
     distinct: str | None = None
     cooldown_s: float | None = None
     # CORRELATION
@@ -340,6 +348,7 @@ _ONLY: dict[str, tuple[str, ...]] = {
     "warmup_buckets": ("STATISTICAL",),
     "min_count": ("STATISTICAL",),
     "learning_s": ("MACHINE_LEARNING",),
+    "unless_preceded_by": ("PATTERN",),
     "novelty": ("MACHINE_LEARNING",),
 }
 
@@ -358,6 +367,14 @@ def _check_type_fields(spec: RuleSpec, fail: Any) -> None:
     for key in ("cooldown_s", "learning_s"):
         if getattr(spec, key) is not None and getattr(spec, key) < 0:
             fail(f"{key!r} must not be negative", key)
+    if spec.unless_preceded_by is not None:
+        excuse = spec.unless_preceded_by
+        if not excuse.within_s > 0:
+            fail("unless_preceded_by.within_s must be positive", "unless_preceded_by")
+        for number, condition in enumerate(excuse.conditions):
+            _check_condition(
+                condition, lambda m, n=number: fail(m, "unless_preceded_by", "conditions", n)
+            )
     for index, step in enumerate(spec.steps or ()):
         if step.min_count < 1:
             fail("a step's min_count must be at least 1", "steps", index)
@@ -374,12 +391,15 @@ def build_rule(spec: RuleSpec, *, max_keys: int = DEFAULT_MAX_KEYS) -> Rule:
         ConfigError: the rule is wrong, or its type's engine is not available.
     """
     group_by = spec.group_by or ["hostname"]
+    excuse = spec.unless_preceded_by
     if spec.type == "PATTERN":
         return PatternRule(
             spec.name,
             spec.conditions,
             group_by=group_by,
             cooldown_s=spec.cooldown_s or 0.0,
+            unless_preceded_by=excuse.conditions if excuse else None,
+            within_s=excuse.within_s if excuse else 0.0,
             max_keys=max_keys,
         )
     if spec.type == "THRESHOLD":

@@ -203,3 +203,47 @@ def test_empty_messages_are_ignored() -> None:
 def test_invalid_novelty_rules_are_rejected(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         NoveltyRule("bad", **options)  # type: ignore[arg-type]
+
+
+def test_each_program_is_learned_silently_during_its_first_learning_s() -> None:
+    rule = NoveltyRule("novel_template", learning_s=3600)
+    assert run(rule, [hostapd("wlan0: AP-ENABLED", T0)]) == []
+    assert run(rule, [hostapd("wlan0: ACS-COMPLETED freq=2412", T0 + 3599)]) == []  # learning
+    (hit,) = run(rule, [hostapd("wlan0: DFS-RADAR-DETECTED freq=5260", T0 + 3600)])
+    assert "DFS-RADAR-DETECTED" in hit.key
+    # a program first seen later gets its own learning hour
+    assert run(rule, [hostapd("started", T0 + 7200, program="odhcpd")]) == []
+    assert run(rule, [hostapd("something else entirely", T0 + 7300, program="odhcpd")]) == []
+    assert len(run(rule, [hostapd("and one more kind", T0 + 10_801, program="odhcpd")])) == 1
+
+
+def test_kernel_uptime_prefix_does_not_make_a_new_template() -> None:
+    rule = NoveltyRule("novel_template", learning_s=60)
+    line = "br-lan: port 2(lan2) entered disabled state"
+    assert run(rule, [hostapd(f"[ 9000.000000] {line}", T0, program="kernel")]) == []
+    assert run(rule, [hostapd(f"[19800.123456] {line}", T0 + 600, program="kernel")]) == []
+
+
+def test_key_novelty_reports_each_new_key_once_after_the_rule_learned() -> None:
+    rule = NoveltyRule("new_mac", group_by=["mac_address"], novelty="key", learning_s=3600)
+
+    def lease(mac: str, ts: float) -> ParsedEvent:
+        return make_event(ts=ts, message=f"DHCPACK(br-lan) 192.168.1.2 {mac}", mac_address=mac)
+
+    assert run(rule, [lease("aa:00:00:00:00:01", T0), lease("aa:00:00:00:00:02", T0 + 10)]) == []
+    assert run(rule, [lease("aa:00:00:00:00:03", T0 + 3000)]) == []  # still the first hour
+    (hit,) = run(rule, [lease("aa:00:00:00:00:04", T0 + 3700)])
+    assert hit.key == "aa:00:00:00:00:04"
+    assert (
+        run(rule, [lease("aa:00:00:00:00:04", T0 + 3800), lease("aa:00:00:00:00:01", T0 + 4000)])
+        == []
+    )
+    restored = NoveltyRule("new_mac", group_by=["mac_address"], novelty="key", learning_s=3600)
+    restored.load(json.loads(json.dumps(rule.export())))
+    assert run(restored, [lease("aa:00:00:00:00:02", T0 + 5000)]) == []
+    assert len(run(restored, [lease("aa:00:00:00:00:05", T0 + 5000)])) == 1
+
+
+def test_unknown_novelty_mode_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="novelty must be one of"):
+        NoveltyRule("x", novelty="values")

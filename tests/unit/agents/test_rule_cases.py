@@ -24,7 +24,7 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "rules"
 PACK = {rule.name: rule for rule in load_pack()}
 ENGINE = ParserEngine.from_dirs([])
 # owned elsewhere: their cases are written with the changes being made to them
-NOT_COVERED_HERE = frozenset({"unexpected-reboot", "new-log-template"})
+NOT_COVERED_HERE: frozenset[str] = frozenset()
 CASES = sorted(p.name for p in DATA.iterdir() if p.is_dir() and p.name not in NOT_COVERED_HERE)
 NEAR_MISSES = [
     (p.parent.name, p.name) for rule in CASES for p in (DATA / rule).glob("near-miss-*.log")

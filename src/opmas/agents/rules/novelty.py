@@ -3,10 +3,11 @@
 Online template mining over `message`, a compact Drain: a message is split on whitespace,
 variable tokens (numbers, hex, IPv4/IPv6 addresses, MACs, paths with digits, quoted strings,
 the value of `key=value` or `key:value`) are masked to `<*>`, and the masked tokens are
-compared with the program's templates of the same length and first token (a first token with
-a digit, such as `wlan0:`, groups as `<*>`). The most similar template (equal tokens over
-length, wildcards in the template not counted) takes the message when the similarity is at
-least `similarity`, its differing tokens becoming `<*>`; otherwise the message starts a new
+compared with the program's templates of the same length and anchor word (the first of the
+first two tokens without a digit: `wlan0: AP-ENABLED` is anchored on `AP-ENABLED`). The most
+similar template (equal tokens over length, wildcards in the template not counted) takes the
+message when the similarity is at least `similarity`, its differing tokens becoming `<*>`;
+otherwise the message starts a new
 template, which is a NEW hit keyed by program and template, with the finding id fixed by the
 first-seen event time. Seen templates give nothing. A program's templates are learned silently
 during its first `learning_s` seconds (event time): a fresh install reports no routine
@@ -37,6 +38,7 @@ WILDCARD = "<*>"
 NOVELTY_MODES = ("template", "key")
 STATE_VERSION = 1
 
+_UPTIME = re.compile(r"^\[\s*\d+\.\d+\]")
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 _VARIABLE = re.compile(
     r"""
@@ -83,7 +85,9 @@ def mask_token(token: str) -> str:
 
 
 def tokenize(message: str) -> list[str]:
-    """The message's masked tokens: quoted strings first, then each whitespace token."""
+    """The message's masked tokens: the kernel's `[ uptime]` prefix and quoted strings
+    first (an uptime of 5 or 6 digits splits differently), then each whitespace token."""
+    message = _UPTIME.sub(f"[{WILDCARD}]", message, count=1)
     return [mask_token(t) for t in _QUOTED.sub(WILDCARD, message).split()]
 
 
@@ -101,10 +105,14 @@ class Template:
         return " ".join(self.tokens)
 
 
+def _anchor(token: str) -> bool:
+    return WILDCARD not in token and not any(c.isdigit() for c in token)
+
+
 def _group(tokens: Sequence[str]) -> tuple[int, str]:
-    """Where a template lives: token count and first token (`<*>` if it has a digit)."""
-    first = tokens[0]
-    return len(tokens), WILDCARD if any(c.isdigit() for c in first) else first
+    """Where a template lives: token count and its first constant word among the first two
+    (`wlan0: AP-ENABLED` lives under `AP-ENABLED`, `[<*>] br-lan: ...` under `br-lan:`)."""
+    return len(tokens), next((t for t in tokens[:2] if _anchor(t)), WILDCARD)
 
 
 def _similarity(template: Sequence[str], tokens: Sequence[str]) -> tuple[float, int]:
@@ -162,7 +170,7 @@ class NoveltyRule(Rule):
         self.evicted = 0
         # templates by identity, least recently matched first
         self._lru: OrderedDict[int, Template] = OrderedDict()
-        # key -> (token count, first token) -> templates
+        # key -> (token count, anchor word) -> templates
         self._index: dict[str, dict[tuple[int, str], list[Template]]] = {}
 
     def __len__(self) -> int:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from opmas.agents.rules.conditions import Getter, compile_conditions, field_getter
-from opmas.agents.rules.windows import Burst, Cooldown, SlidingWindow, finding_id
+from opmas.agents.rules.windows import Burst, Cooldown, KeyedLru, SlidingWindow, finding_id
 from opmas.errors import ConfigError
 from opmas.messages import ParsedEvent
 
@@ -144,13 +144,25 @@ class PatternRule(Rule):
         *,
         group_by: Sequence[str] = ("hostname",),
         cooldown_s: float = 0.0,
+        unless_preceded_by: Sequence[object] | None = None,
+        within_s: float = 0.0,
         max_keys: int = 100_000,
         evidence_limit: int = 20,
     ) -> None:
         super().__init__(name, conditions, group_by, evidence_limit)
         if cooldown_s < 0:
             raise ConfigError(f"rule {name!r}: cooldown_s must not be negative")
+        if unless_preceded_by is not None and not within_s > 0:
+            raise ConfigError(f"rule {name!r}: unless_preceded_by needs a positive within_s")
         self.cooldown = Cooldown(cooldown_s, max_keys, evidence_limit)
+        # an event matching `unless` with the same key less than `within_s` before excuses it
+        self._unless = (
+            None
+            if unless_preceded_by is None
+            else compile_conditions(unless_preceded_by, rule=f"{name} (unless_preceded_by)")
+        )
+        self.within_s = float(within_s)
+        self._preceded: KeyedLru[float] = KeyedLru(max_keys)
 
     def group_key(self, event: ParsedEvent) -> str:
         """Like Rule.group_key, with a missing part written as `-` (one event is enough)."""
@@ -160,10 +172,18 @@ class PatternRule(Rule):
         return KEY_SEPARATOR.join(parts) if parts else "*"
 
     def evaluate(self, event: ParsedEvent) -> list[RuleHit]:
+        if self._unless is not None and self._unless(event):
+            key, ts = self.group_key(event), event_time(event)
+            last = self._preceded.touch(key, lambda: ts)
+            self._preceded[key] = max(last, ts)
         if not self.matches(event):
             return []
         key = self.group_key(event)
         ts = event_time(event)
+        if self._unless is not None:
+            excuse = self._preceded.get(key)
+            if excuse is not None and 0 <= ts - excuse <= self.within_s:
+                return []
         open_burst = self.cooldown.open_burst(key, ts)
         if open_burst is not None and event.event_id in open_burst.evidence:
             return []  # redelivered
@@ -172,10 +192,15 @@ class PatternRule(Rule):
         return [self._hit(new, key, 1, burst, ts, burst.evidence)]
 
     def expire(self, now: float) -> int:
+        while self._preceded:
+            key, ts = next(iter(self._preceded.items()))
+            if now - ts <= self.within_s:
+                break
+            del self._preceded[key]
         return self.cooldown.expire(now)
 
     def state_size(self) -> tuple[int, int]:
-        return len(self.cooldown), self.cooldown.evicted
+        return len(self.cooldown) + len(self._preceded), self.cooldown.evicted
 
 
 class ThresholdRule(Rule):
