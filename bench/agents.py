@@ -1,9 +1,11 @@
 """Agents benchmark: events/s the four domain agents sustain together, event-to-finding latency.
 
 Starts PostgreSQL and nats-server embedded on a throwaway data dir (or uses --database-url and
---nats-url), runs `opmas run agents` as one child process, and publishes ParsedBatch messages
-on logs.parsed.<domain> as the parser does (one batch per domain per 500 mixed events, at most
-20 ms old) at --rate events/s for --duration s. No ingest, parser or store in the loop.
+--nats-url), runs the agents as `opmas up` does (the health agent, which reads every domain,
+in one child process, the three others in another; --layout changes it), and publishes
+ParsedBatch messages on logs.parsed.<domain> as the parser does (one batch per domain per 500
+mixed events, at most 20 ms old) at --rate events/s for --duration s. No ingest, parser or
+store in the loop.
 
 The events are real parser output: each template line is parsed once at start, then its client
 MAC or source IP is varied over --keys distinct values, round robin, so that the windows of the
@@ -22,7 +24,7 @@ PostgreSQL over time.
   .venv/bin/python bench/agents.py                          # 20,000 events/s for 60 s
   .venv/bin/python bench/agents.py --rate 30000 --duration 30 --json
   .venv/bin/python bench/agents.py --find-max --rate 10000  # +25 % per step until it falls behind
-  .venv/bin/python bench/agents.py --split                  # one process per agent
+  .venv/bin/python bench/agents.py --layout split           # one process per agent
   .venv/bin/python bench/agents.py --profile 200000         # in-process cProfile of the rules
 """
 
@@ -466,23 +468,33 @@ async def servers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[tuple[st
         yield endpoints.database_url, endpoints.nats_url
 
 
+LAYOUTS = {  # how the four agents are spread over processes
+    "up": [["agent-health"], ["agent-wifi", "agent-security", "agent-wan"]],  # as `opmas up`
+    "one": [["agents"]],  # `opmas run agents`: all four in one process
+    "split": [[i.component] for i in AGENTS.values()],  # one process per agent
+}
+
+
 @contextlib.asynccontextmanager
 async def agent_processes(
-    db_url: str, nats_url: str, tmp: Path, *, split: bool
+    db_url: str, nats_url: str, tmp: Path, *, layout: str
 ) -> AsyncIterator[list[tuple[str, psutil.Process]]]:
-    """`opmas run agents` as one child (or, with `split`, one child per agent), once ready."""
-    names = [i.component for i in AGENTS.values()] if split else ["agents"]
+    """The agents as child processes laid out as `layout` (see LAYOUTS), once ready."""
     async with contextlib.AsyncExitStack() as stack:
         procs = []
-        for name in names:  # one at a time: the first one loads the rule pack
+        for names in LAYOUTS[layout]:  # one at a time: the first one loads the rule pack
+            label = "+".join(names)
             procs.append(
-                (name, await stack.enter_async_context(_child(name, db_url, nats_url, tmp)))
+                (label, await stack.enter_async_context(_child(names, db_url, nats_url, tmp)))
             )
         yield procs
 
 
 @contextlib.asynccontextmanager
-async def _child(name: str, db_url: str, nats_url: str, tmp: Path) -> AsyncIterator[psutil.Process]:
+async def _child(
+    names: list[str], db_url: str, nats_url: str, tmp: Path
+) -> AsyncIterator[psutil.Process]:
+    name = "+".join(names)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPMAS_")}
     env.update(
         OPMAS_DATABASE_URL=db_url,
@@ -495,13 +507,13 @@ async def _child(name: str, db_url: str, nats_url: str, tmp: Path) -> AsyncItera
     proc = await asyncio.create_subprocess_exec(
         OPMAS,
         "run",
-        name,
+        *names,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    waiting = {i.component for i in AGENTS.values()} if name == "agents" else {name}
+    waiting = {i.component for i in AGENTS.values()} if names == ["agents"] else set(names)
     ready = asyncio.Event()
 
     async def relay() -> None:
@@ -725,7 +737,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         tmp = Path(tmp_name)
         async with (
             servers(args, tmp) as (db_url, nats_url),
-            agent_processes(db_url, nats_url, tmp, split=args.split) as agents,
+            agent_processes(db_url, nats_url, tmp, layout=args.layout) as agents,
             connect_bus(nats_url, Settings(env="dev").bus, name="bench-agents") as bus,
         ):
 
@@ -874,7 +886,11 @@ def main() -> None:
     ap.add_argument("--drain", type=float, default=60.0, help="max seconds to wait for lag 0")
     ap.add_argument("--find-max", action="store_true", help="raise --rate 25 %% per step")
     ap.add_argument(
-        "--split", action="store_true", help="one process per agent instead of `opmas run agents`"
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="up",
+        help="agent processes: `up` as `opmas up` runs them (health alone, the three others"
+        " together; default), `one` (`opmas run agents`), `split` (one per agent)",
     )
     ap.add_argument("--database-url", help="external PostgreSQL (127.0.0.1); default embedded")
     ap.add_argument("--nats-url", help="external nats-server (127.0.0.1); default embedded")

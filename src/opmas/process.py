@@ -53,20 +53,23 @@ def expand(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _units(names: tuple[str, ...], own_process: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """What the supervisor runs: unit name -> components; a unit named in `own_process` (a
-    component, or a group whose members are all wanted) becomes one child process."""
-    separate = {n for n in own_process if n in GROUPS or n in COMPONENT_NAMES}
-    units: dict[str, tuple[str, ...]] = {}
-    grouped: set[str] = set()
+    """What the supervisor runs: unit name -> its components. A component named in
+    `own_process` is a unit alone; a group named there is one unit of its wanted members that
+    are not named alone (`[agent-health, agents]`: health alone, the three others together)."""
+    alone = {n for n in own_process if n in COMPONENT_NAMES}
+    group_of: dict[str, str] = {}
     for group, members in GROUPS.items():
-        if group in separate and set(members) <= set(names):
-            grouped.update(members)
+        if group in own_process:
+            for member in members:
+                if member in names and member not in alone:
+                    group_of.setdefault(member, group)
+    units: dict[str, tuple[str, ...]] = {}
     for name in names:
-        if name in grouped:
-            group = next(g for g, members in GROUPS.items() if name in members)
-            units.setdefault(group, GROUPS[group])
-        else:
+        unit = group_of.get(name)
+        if unit is None:
             units[name] = (name,)
+        elif unit not in units:
+            units[unit] = tuple(n for n in names if group_of.get(n) == unit)
     return units
 
 
@@ -101,7 +104,7 @@ def _factory(
         return lambda: WorkerProcess(
             name,
             env,
-            expect=members or (name,),
+            components=members or (name,),
             ready_timeout_s=resources.settings.embedded.start_timeout_s,
             grace_s=runtime.shutdown_grace_s,
         )

@@ -101,10 +101,10 @@ class RuntimeSettings(BaseModel):
         10.0, gt=0, description="Time given to drain in-flight work on stop."
     )
     own_process: list[str] = Field(
-        default_factory=lambda: ["parser", "store", "agents"],
+        default_factory=lambda: ["parser", "store", "agent-health", "agents"],
         description=(
-            "Components `opmas up` runs in child processes, to use more than one core"
-            " (`agents`: the four domain agents together in one)."
+            "Components `opmas up` runs in child processes, to use more than one core; a group"
+            " (`agents`) is one process of its members not named alone."
         ),
     )
 

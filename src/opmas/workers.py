@@ -32,9 +32,10 @@ class WorkerExited(OpmasError):
 
 
 class WorkerProcess:
-    """Runs `opmas run NAME` as a child; its stdout lines are relayed to ours.
+    """Runs `opmas run COMPONENT...` as a child; its stdout lines are relayed to ours.
 
-    NAME may be a group (`agents`): the child is ready once every name in `expect` is.
+    `name` is the unit's name here (a component, or a group such as `agents`); the child runs
+    `components` (default: just `name`) and is ready once every one of them is.
     """
 
     def __init__(
@@ -44,10 +45,11 @@ class WorkerProcess:
         *,
         ready_timeout_s: float,
         grace_s: float,
-        expect: tuple[str, ...] = (),
+        components: tuple[str, ...] = (),
     ) -> None:
         self.name = name
-        self._waiting = set(expect or (name,))
+        self._components = components or (name,)
+        self._waiting = set(self._components)
         self._env = env
         self._ready_timeout_s = ready_timeout_s
         self._grace_s = grace_s
@@ -63,7 +65,7 @@ class WorkerProcess:
         self._proc = await asyncio.create_subprocess_exec(
             str(opmas),
             "run",
-            self.name,
+            *self._components,
             env={**self._env, CHILD_ENV: str(os.getpid())},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from opmas.messages import Finding, ParsedEvent, iso_utc
 
 EVIDENCE_LIMIT = 20  # event ids kept per finding, the first ones of the burst
 STATEFUL_TYPES = ("THRESHOLD", "CORRELATION")  # rules whose windows a replay rebuilds
+MAX_ROUTES = 10_000
 
 
 def fingerprint(spec: RuleSpec) -> bytes:
@@ -40,6 +41,47 @@ class LoadedRule:
     rule: Rule
     fingerprint: bytes
     rule_id: int | None = None
+    events: frozenset[str] | None = None  # the `event` values it can match; None: any
+
+    def __post_init__(self) -> None:
+        self.events = required_events(self.spec)
+
+
+def _event_names(conditions: Iterable[object]) -> frozenset[str] | None:
+    """The values the `event` field must have for ANDed conditions to hold; None: any."""
+    for condition in conditions:
+        if not isinstance(condition, Mapping):
+            continue
+        if condition.get("field") not in ("event", "structured_fields.event"):
+            continue
+        operator, value = condition.get("operator"), condition.get("value")
+        values = [value] if operator == "==" else value if operator == "in" else None
+        if isinstance(values, list) and all(
+            isinstance(v, str) and _number_text(v) is None for v in values
+        ):
+            return frozenset(values)
+    return None
+
+
+def required_events(spec: RuleSpec) -> frozenset[str] | None:
+    """The `event` values an event needs for the rule to look at it at all; None: any event
+    (a rule with no such condition, or a step or excuse without one)."""
+    if spec.type == "CORRELATION":
+        per_step = [_event_names(step.conditions) for step in spec.steps or ()]
+        known = [n for n in per_step if n is not None]
+        return frozenset().union(*known) if per_step and len(known) == len(per_step) else None
+    names = _event_names(spec.conditions)
+    if names is not None and spec.unless_preceded_by is not None:
+        excuse = _event_names(spec.unless_preceded_by.conditions)
+        return None if excuse is None else names | excuse
+    return names
+
+
+def _number_text(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -54,6 +96,8 @@ class RuleSet:
         for loaded in self.rules:
             for domain in loaded.spec.reads:
                 self._by_domain.setdefault(domain, []).append(loaded)
+        # (domain, event name) -> the rules that can match such an event, in rule order
+        self._routes: dict[tuple[str, str | None], list[LoadedRule]] = {}
 
     @classmethod
     def build(
@@ -103,12 +147,33 @@ class RuleSet:
         )
 
     def evaluate(self, event: ParsedEvent) -> list[tuple[LoadedRule, RuleHit]]:
-        """The hits of every rule reading the event's domain, in rule order."""
+        """The hits of every rule reading the event's domain, in rule order.
+
+        A rule that requires particular values of the `event` field is not even asked about
+        other events (it could not match them): most events concern one or two rules.
+        """
+        name = event.structured_fields.get("event")
+        route = (event.log_source_type, name if isinstance(name, str) else None)
+        rules = self._routes.get(route)
+        if rules is None:
+            rules = self._route(route)
         found: list[tuple[LoadedRule, RuleHit]] = []
-        for loaded in self._by_domain.get(event.log_source_type, ()):
+        for loaded in rules:
             for hit in loaded.rule.evaluate(event):
                 found.append((loaded, hit))
         return found
+
+    def _route(self, route: tuple[str, str | None]) -> list[LoadedRule]:
+        domain, name = route
+        rules = [
+            loaded
+            for loaded in self._by_domain.get(domain, ())
+            if loaded.events is None or name in loaded.events
+        ]
+        if len(self._routes) >= MAX_ROUTES:  # event names are few; this only bounds abuse
+            self._routes.clear()
+        self._routes[route] = rules
+        return rules
 
     def expire(self, now: float) -> int:
         """Drop every rule's state that ended before `now` (event time); returns keys dropped."""

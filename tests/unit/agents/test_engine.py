@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from opmas.agents.engine import FindingBook, RuleSet, explain_rules
+from opmas.agents.engine import FindingBook, RuleSet, explain_rules, required_events
 from opmas.agents.offline import parse_lines
 from opmas.agents.pack import RulePackError, RuleSpec, check_rule_data, load_pack
 from opmas.agents.registry import RuleRow
@@ -176,3 +176,28 @@ def test_groups_expand_and_up_runs_the_agents_in_one_child() -> None:
     assert "agent-wifi" not in units
     assert units["parser"] == ("parser",)
     assert "agents" not in _units(COMPONENT_NAMES, ["parser"])
+    split = _units(COMPONENT_NAMES, ["agent-health", "agents"])
+    assert split["agent-health"] == ("agent-health",)
+    assert split["agents"] == ("agent-wifi", "agent-security", "agent-wan")
+
+
+def test_rules_are_only_asked_about_events_they_can_match() -> None:
+    by_name = {r.name: r for r in PACK}
+    assert required_events(by_name["ssh-brute-force-fast"]) == {
+        "ssh_bad_password",
+        "ssh_nonexistent_user",
+    }
+    assert required_events(by_name["flash-full"]) is None  # a regex on the message: any event
+    assert required_events(by_name["new-log-template"]) is None
+    login = required_events(by_name["ssh-login-after-failures"])  # every step's events
+    assert login is not None
+    assert "ssh_password_auth_succeeded" in login
+    assert "ssh_bad_password" in login
+    numeric = _spec(conditions=[{"field": "event", "operator": "==", "value": "5"}])
+    assert required_events(numeric) is None  # "5" also equals the number 5: not indexed
+    ruleset = RuleSet.build(PACK)
+    (event,) = parse_lines(_bad_passwords(1), ENGINE)
+    event.hostname = "gw"
+    asked = {r.spec.name for r in ruleset._route(("security", "ssh_bad_password"))}
+    assert "ssh-brute-force-fast" in asked
+    assert "luci-login-failures" not in asked

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
@@ -99,6 +100,8 @@ def _membership(values: list[object]) -> Callable[[object], bool]:
                 return True
         except TypeError:  # unhashable (a list or dict field)
             return False
+        if not plain_numbers:  # the common case: a list of words
+            return False
         number = _number(actual)
         return number is not None and number in plain_numbers
 
@@ -145,14 +148,36 @@ def _test(operator: str, value: object, where: str) -> Callable[[object], bool]:
     options = re2.Options()
     options.log_errors = False
     try:
-        search = re2.compile(value, options).search
+        search = _found_by(re2.compile(value, options))
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ConfigError(
             f"{where}: regex {value!r} is not supported by RE2 ({reason}); "
             "lookarounds and backreferences are not allowed"
         ) from exc
-    return lambda actual: isinstance(actual, str | int | float) and search(str(actual)) is not None
+    return lambda actual: isinstance(actual, str | int | float) and search(str(actual))
+
+
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+_NO_MATCH = (-1, -1)
+
+
+def _found_by(pattern: Any) -> Callable[[str], bool]:
+    """Whether `pattern` (compiled RE2) occurs in a text: RE2's own match call when the
+    binding exposes it (the Python wrapper around it costs more than the match itself)."""
+    regexp = getattr(pattern, "_regexp", None)
+    if regexp is None or _UNANCHORED is None:
+        return lambda text: pattern.search(text) is not None
+    match = regexp.Match
+
+    def found(text: str) -> bool:
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: let the wrapper deal with it
+            return pattern.search(text) is not None
+        return bool(match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH)
+
+    return found
 
 
 def compile_condition(condition: object, *, where: str = "condition") -> Predicate:
@@ -196,8 +221,13 @@ def compile_conditions(conditions: Sequence[object], *, rule: str | None = None)
         prefix = f"rule {rule!r}: " if rule else ""
         raise ConfigError(f"{prefix}conditions must be a list, got {type(conditions).__name__}")
     prefix = f"rule {rule!r}, " if rule else ""
-    predicates = tuple(
+    compiled = [
         compile_condition(c, where=f"{prefix}condition {i}") for i, c in enumerate(conditions, 1)
+    ]
+    # regexes last: an AND stops at the first false condition, and a regex costs the most
+    costly = [isinstance(c, Mapping) and c.get("operator") == "regex" for c in conditions]
+    predicates = tuple(
+        p for p, slow in sorted(zip(compiled, costly, strict=True), key=lambda x: x[1])
     )
     if not predicates:
         return lambda event: True

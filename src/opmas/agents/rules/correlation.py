@@ -13,13 +13,12 @@ it. Time is the event's own, never the wall clock. Keys are bounded (LRU, evicti
 from __future__ import annotations
 
 import bisect
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opmas.agents.rules.conditions import Getter, Predicate, compile_conditions, field_getter
 from opmas.agents.rules.types import KEY_SEPARATOR, Rule, RuleHit, event_time
-from opmas.agents.rules.windows import Cooldown, KeyedLru
+from opmas.agents.rules.windows import Cooldown, KeyedLru, seen_at
 from opmas.errors import ConfigError
 from opmas.messages import ParsedEvent
 
@@ -52,8 +51,7 @@ class Step:
 class _KeyState:
     """One key's matches per step within the window, oldest first."""
 
-    steps: list[deque[_Match]]
-    ids: set[str] = field(default_factory=set)
+    steps: list[list[_Match]]
     newest: float = float("-inf")
 
 
@@ -186,7 +184,7 @@ class CorrelationRule(Rule):
         return hits
 
     def _state(self, key: str) -> _KeyState:
-        return self._keys.touch(key, lambda: _KeyState([deque() for _ in self.steps]))
+        return self._keys.touch(key, lambda: _KeyState([[] for _ in self.steps]))
 
     def _evaluate_key(
         self, key: str, indexes: list[int], event: ParsedEvent, ts: float
@@ -195,14 +193,15 @@ class CorrelationRule(Rule):
         if ts < state.newest - self.window_s:
             self.late += 1
             return None
-        if event.event_id in state.ids:
+        if ts <= state.newest and any(
+            seen_at(matches, ts, event.event_id, at=2) for matches in state.steps
+        ):
             self.duplicates += 1
             return None
         self._seq += 1
         match: _Match = (ts, self._seq, event.event_id)
         for i in indexes:
             self._insert(state, i, match)
-        state.ids.add(event.event_id)
         state.newest = max(state.newest, ts)
         self._expire(state, state.newest - self.window_s)
         last = state.steps[-1]
@@ -233,14 +232,15 @@ class CorrelationRule(Rule):
         if not matches or match >= matches[-1]:
             matches.append(match)
         else:
-            matches.insert(bisect.bisect_right(matches, match), match)
-        while len(matches) > self.max_matches_per_step:
-            state.ids.discard(matches.popleft()[2])
+            bisect.insort_right(matches, match)
+        extra = len(matches) - self.max_matches_per_step
+        if extra > 0:
+            del matches[:extra]
 
     def _expire(self, state: _KeyState, horizon: float) -> None:
         for matches in state.steps:
-            while matches and matches[0][0] < horizon:
-                state.ids.discard(matches.popleft()[2])
+            if matches and matches[0][0] < horizon:
+                del matches[: bisect.bisect_left(matches, (horizon,))]
 
     def _chain(self, state: _KeyState, end: _Match) -> list[_Match] | None:
         """The latest-starting complete sequence that `end` (a last-step match) completes.

@@ -36,6 +36,7 @@ from opmas.messages import ParsedEvent
 
 WILDCARD = "<*>"
 NOVELTY_MODES = ("template", "key")
+SHAPE_CACHE = 1 << 16
 STATE_VERSION = 1
 
 _UPTIME = re.compile(r"^\[\s*\d+\.\d+\]")
@@ -72,8 +73,22 @@ def _mask_core(core: str) -> str:
     return core
 
 
+_MASKED: dict[str, str] = {}  # token -> masked: words repeat, so most lookups hit
+_MASKED_MAX = 1 << 17
+
+
 def mask_token(token: str) -> str:
     """The token with a variable core replaced by `<*>`, surrounding punctuation kept."""
+    masked = _MASKED.get(token)
+    if masked is None:
+        masked = _mask_token(token)
+        if len(_MASKED) >= _MASKED_MAX:
+            _MASKED.clear()
+        _MASKED[token] = masked
+    return masked
+
+
+def _mask_token(token: str) -> str:
     start, end = 0, len(token)
     while start < end and token[start] in _LEAD:
         start += 1
@@ -87,8 +102,12 @@ def mask_token(token: str) -> str:
 def tokenize(message: str) -> list[str]:
     """The message's masked tokens: the kernel's `[ uptime]` prefix and quoted strings
     first (an uptime of 5 or 6 digits splits differently), then each whitespace token."""
-    message = _UPTIME.sub(f"[{WILDCARD}]", message, count=1)
-    return [mask_token(t) for t in _QUOTED.sub(WILDCARD, message).split()]
+    if message.startswith("["):
+        message = _UPTIME.sub(f"[{WILDCARD}]", message, count=1)
+    if "'" in message or '"' in message:
+        message = _QUOTED.sub(WILDCARD, message)
+    get = _MASKED.get
+    return [get(t) or mask_token(t) for t in message.split()]
 
 
 @dataclass(slots=True)
@@ -162,6 +181,8 @@ class NoveltyRule(Rule):
         self.learning_s = float(learning_s)
         # key -> event time its first message was seen (bounded like the templates)
         self._first_seen: OrderedDict[str, float] = OrderedDict()
+        # (key, masked tokens) -> its template: most messages repeat a known shape exactly
+        self._shapes: dict[tuple[str, tuple[str, ...]], Template] = {}
         self.similarity = float(similarity)
         self.max_templates = max_templates
         self.warmup_events = warmup_events
@@ -201,6 +222,14 @@ class NoveltyRule(Rule):
         tokens = self._tokens(message)
         if not tokens:
             return None
+        shape = (key, tuple(tokens))
+        known = self._shapes.get(shape)
+        if known is not None and self._lru.get(id(known)) is known:  # seen this exact shape
+            known.count += 1
+            self._lru.move_to_end(id(known))
+            return None
+        if len(self._shapes) >= SHAPE_CACHE:
+            self._shapes.clear()
         groups = self._index.setdefault(key, {})
         group = groups.setdefault(_group(tokens), [])
         best: Template | None = None
@@ -215,9 +244,11 @@ class NoveltyRule(Rule):
                     best.tokens[i] = WILDCARD
             best.count += 1
             self._lru.move_to_end(id(best))
+            self._shapes[shape] = best
             return None
         template = Template(key=key, tokens=tokens, first_seen=ts)
         self._add(template, group)
+        self._shapes[shape] = template
         return template
 
     def _add(self, template: Template, group: list[Template]) -> None:
@@ -321,6 +352,7 @@ class NoveltyRule(Rule):
         if not isinstance(first_seen, dict):
             raise ConfigError(f"rule {self.name!r}: bad first_seen in state")
         self._lru.clear()
+        self._shapes.clear()
         self._index.clear()
         try:
             ordered = sorted((float(ts), str(key)) for key, ts in first_seen.items())

@@ -8,9 +8,9 @@ from __future__ import annotations
 import bisect
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # fixed forever: finding ids derived from it must not change between releases
 FINDING_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5e7f-9c0d-1b2a3c4d5e6f")
@@ -21,13 +21,30 @@ def finding_id(rule_name: str, key: str, burst_start: float) -> str:
     return str(uuid.uuid5(FINDING_NAMESPACE, f"{rule_name}\x1f{key}\x1f{burst_start:.3f}"))
 
 
+_Item = tuple[float, str, str | None]  # (ts, item id, distinct value)
+
+
+def _ts(item: tuple[float, Any, Any]) -> float:
+    return item[0]
+
+
+def seen_at(items: Sequence[tuple[float, Any, Any]], ts: float, item_id: str, at: int = 1) -> bool:
+    """Whether `items` (sorted by ts) hold `item_id` at time `ts`: a redelivered item comes
+    back with its own timestamp, so only the items of that instant are compared."""
+    i = bisect.bisect_left(items, ts, key=_ts)
+    while i < len(items) and items[i][0] == ts:
+        if items[i][at] == item_id:
+            return True
+        i += 1
+    return False
+
+
 @dataclass(slots=True)
 class _Entries:
-    """One key's window: (ts, item_id, distinct_value) sorted by ts."""
+    """One key's window, sorted by ts; small, as there may be 100,000 of them per rule."""
 
-    items: deque[tuple[float, str, str | None]] = field(default_factory=deque)
-    ids: set[str] = field(default_factory=set)
-    distinct: Counter[str] = field(default_factory=Counter)
+    items: list[_Item] = field(default_factory=list)
+    distinct: Counter[str] | None = None
     newest: float = float("-inf")
 
 
@@ -105,43 +122,48 @@ class SlidingWindow:
         if ts < entries.newest - self.window_s:
             self.late += 1
             return self._count(entries), False
-        if item_id in entries.ids:
+        if ts <= entries.newest and seen_at(entries.items, ts, item_id):
             self.duplicates += 1
             return self._count(entries), False
         self._insert(entries, (ts, item_id, distinct_value))
         return self._count(entries), True
 
-    def _insert(self, entries: _Entries, item: tuple[float, str, str | None]) -> None:
-        ts = item[0]
+    def _insert(self, entries: _Entries, item: _Item) -> None:
+        ts, _, value = item
         if ts >= entries.newest:
             entries.items.append(item)
             entries.newest = ts
         else:
-            at = bisect.bisect_right(entries.items, ts, key=lambda it: it[0])
-            entries.items.insert(at, item)
-        entries.ids.add(item[1])
-        if item[2] is not None:
-            entries.distinct[item[2]] += 1
+            bisect.insort_right(entries.items, item, key=_ts)
+        if value is not None:
+            if entries.distinct is None:
+                entries.distinct = Counter()
+            entries.distinct[value] += 1
         self._expire(entries, entries.newest - self.window_s)
-        while len(entries.items) > self.max_items_per_key:
-            self._pop_oldest(entries)
+        extra = len(entries.items) - self.max_items_per_key
+        if extra > 0:
+            self._drop_oldest(entries, extra)
 
     def _expire(self, entries: _Entries, horizon: float) -> None:
         items = entries.items
-        while items and items[0][0] < horizon:
-            self._pop_oldest(entries)
+        if items and items[0][0] < horizon:
+            self._drop_oldest(entries, bisect.bisect_left(items, horizon, key=_ts))
 
     @staticmethod
-    def _pop_oldest(entries: _Entries) -> None:
-        _, item_id, value = entries.items.popleft()
-        entries.ids.discard(item_id)
-        if value is not None:
-            entries.distinct[value] -= 1
-            if not entries.distinct[value]:
-                del entries.distinct[value]
+    def _drop_oldest(entries: _Entries, count: int) -> None:
+        distinct = entries.distinct
+        if distinct is not None:
+            for _, _, value in entries.items[:count]:
+                if value is not None:
+                    distinct[value] -= 1
+                    if not distinct[value]:
+                        del distinct[value]
+        del entries.items[:count]
 
     def _count(self, entries: _Entries) -> int:
-        return len(entries.distinct) if self.distinct_field else len(entries.items)
+        if self.distinct_field:
+            return len(entries.distinct) if entries.distinct else 0
+        return len(entries.items)
 
     def count(self, key: str) -> int:
         """The key's current count (0 for an unknown key); does not touch LRU order."""
