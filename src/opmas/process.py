@@ -177,7 +177,7 @@ def _metrics_for_parent(
     parent = os.environ.get(CHILD_ENV)
     if parent is None:
         return contextlib.nullcontext()
-    return MetricsResponder(resources.bus, parent_pid=int(parent), component=names[0])
+    return MetricsResponder(resources.bus, parent_pid=int(parent), component="+".join(names))
 
 
 async def run_process(

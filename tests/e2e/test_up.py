@@ -36,7 +36,7 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     port = opmas_env["OPMAS_HTTP_PORT"]
     up = start_opmas(["up"], opmas_env)
     _wait_ready(port)
-    for component in ("api", "maintenance", "store", "parser", "ingest"):
+    for component in ("api", "maintenance", "store", "parser", "ingest", "agent-health", "agents"):
         up.wait_for(f"ready    {component}")
     assert f"http://127.0.0.1:{port}" in up.output
     assert str(tmp_path / "data") in up.output
@@ -54,6 +54,9 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
         'opmas_component_status{component="parser",process="parser",status="ACTIVE"} 1.0' in metrics
     )
     assert metrics.count("# HELP opmas_consumer_received_total") == 1
+    # the health agent alone, the three other agents together in one more process
+    assert 'process="agent-health"' in metrics
+    assert 'process="agent-wifi+agent-security+agent-wan"' in metrics
     assert _get(port, "/docs").status_code == 200
     assert "/ready" in _get(port, "/openapi.json").json()["paths"]
 
@@ -64,8 +67,10 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     assert status.returncode == 0, status.stdout + status.stderr
     components = {c["name"]: c["status"] for c in report["processes"][0]["components"]}
     assert components == dict.fromkeys(
-        ("api", "maintenance", "store", "parser", "ingest"), "ACTIVE"
+        ("api", "maintenance", "store", "parser", "ingest", "agent-health", "agents"), "ACTIVE"
     )
+    children = {c["name"] for p in report["processes"][1:] for c in p["components"]}
+    assert children >= {"agent-health", "agent-wifi", "agent-security", "agent-wan"}
     assert {s["stream"] for s in report["streams"]} >= {"LOGS_RAW", "LOGS_PARSED", "FINDINGS"}
 
     assert up.stop(signal.SIGINT) == 0

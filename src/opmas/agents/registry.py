@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opmas.agents.pack import AGENT_DOMAINS, RulePackError, RuleSpec, check_rule_data
 from opmas.errors import ConfigError
@@ -109,17 +109,7 @@ async def register(engine: AsyncEngine, ident: AgentIdentity, pack: Sequence[Rul
     """
     shipped = [spec for spec in pack if spec.agent == ident.name]
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(Agent)
-            .values(
-                name=ident.name,
-                type=ident.type,
-                description=ident.description,
-                config={},
-                status="INACTIVE",
-            )
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
+        await _ensure_agent(conn, ident)
         row = (
             await conn.execute(
                 select(Agent.id, Agent.config).where(Agent.name == ident.name).with_for_update()
@@ -138,6 +128,21 @@ async def register(engine: AsyncEngine, ident: AgentIdentity, pack: Sequence[Rul
             await conn.execute(update(Agent).where(Agent.id == agent_id).values(config=config))
             log.info("rule pack loaded", agent=ident.name, rules=len(fresh))
     return agent_id
+
+
+async def _ensure_agent(conn: AsyncConnection, ident: AgentIdentity) -> None:
+    """The agent's row, created INACTIVE if missing (concurrent starts are fine)."""
+    await conn.execute(
+        insert(Agent)
+        .values(
+            name=ident.name,
+            type=ident.type,
+            description=ident.description,
+            config={},
+            status="INACTIVE",
+        )
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
 
 
 def _rule_values(agent_id: int, spec: RuleSpec) -> dict[str, Any]:
@@ -235,17 +240,7 @@ async def save_rules(engine: AsyncEngine, specs: Sequence[RuleSpec]) -> int:
     async with engine.begin() as conn:
         for spec in specs:
             ident = by_agent_name(spec.agent or "")
-            await conn.execute(
-                insert(Agent)
-                .values(
-                    name=ident.name,
-                    type=ident.type,
-                    description=ident.description,
-                    config={},
-                    status="INACTIVE",
-                )
-                .on_conflict_do_nothing(index_elements=["name"])
-            )
+            await _ensure_agent(conn, ident)
             agent_id = await conn.scalar(select(Agent.id).where(Agent.name == ident.name))
             values = _rule_values(int(agent_id or 0), spec)
             statement = insert(AgentRule).values(values)
