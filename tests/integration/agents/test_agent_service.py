@@ -133,7 +133,7 @@ async def test_a_burst_gives_one_finding_updated_as_it_grows(engine: AsyncEngine
     (finding,) = await _of_rule(bus, "ssh-brute-force-fast")
     assert found[0].finding_id == finding.finding_id
     assert finding.count == 12
-    assert finding.details["key"] == "203.0.113.7"
+    assert finding.details["key"] == "gw-lab|203.0.113.7"
     assert finding.severity == "error"
     assert finding.finding_type == "SshBruteForce"
     assert finding.device_hostname == "gw-lab"

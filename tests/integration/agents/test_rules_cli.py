@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -10,10 +11,12 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
-from opmas.bus.connect import Bus
+from opmas.bus.connect import connect_bus
+from opmas.bus.streams import delete_streams, ensure_streams
 from opmas.cli.main import app
 from opmas.db.engine import plain_dsn
 from opmas.messages import Finding, encode
+from opmas.settings import BusSettings
 
 runner = CliRunner()
 
@@ -61,28 +64,24 @@ async def _rules(database_url: str) -> dict[str, dict[str, object]]:
     return {row["name"]: {**dict(row), "conditions": json.loads(row["conditions"])} for row in rows}
 
 
-async def test_apply_saves_checked_rules_and_replaces_them(
-    tmp_path: Path, database_url: str
-) -> None:
+def test_apply_saves_checked_rules_and_replaces_them(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(GOOD)
     result = runner.invoke(app, ["rules", "apply", str(path)])
     assert result.exit_code == 0, result.output
     assert "1 rule(s) saved" in result.output
-    saved = (await _rules(database_url))["ssh-root-login"]
+    saved = asyncio.run(_rules(database_url))["ssh-root-login"]
     assert saved["agent"] == "SecurityAgent"
     assert saved["rule_type"] == "PATTERN"
     assert saved["conditions"]["severity"] == "warning"
     path.write_text(GOOD.replace("severity: warning", "severity: critical"))
     assert runner.invoke(app, ["rules", "apply", str(path)]).exit_code == 0
-    rules = await _rules(database_url)
+    rules = asyncio.run(_rules(database_url))
     assert rules["ssh-root-login"]["conditions"]["severity"] == "critical"
     assert len(rules) == 1
 
 
-async def test_apply_refuses_a_bad_file_and_saves_nothing(
-    tmp_path: Path, database_url: str
-) -> None:
+def test_apply_refuses_a_bad_file_and_saves_nothing(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "bad.yaml"
     bad_regex = "      - {field: message, operator: regex, value: '(?<=root) login'}\n"
     path.write_text(GOOD.replace("    group_by:", bad_regex + "    group_by:"))
@@ -91,16 +90,14 @@ async def test_apply_refuses_a_bad_file_and_saves_nothing(
     assert "RE2" in result.output
     assert f"{path}:" in result.output  # file and line
     assert "nothing saved" in result.output
-    assert await _rules(database_url) == {}
+    assert asyncio.run(_rules(database_url)) == {}
 
 
-async def test_findings_list_reads_the_latest_version_of_each_finding(
-    bus: Bus, monkeypatch: pytest.MonkeyPatch
+def test_findings_list_reads_the_latest_version_of_each_finding(
+    nats_url: str, bus_settings: BusSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(
-        "OPMAS_NATS_URL", bus.nc.connected_url.geturl() if bus.nc.connected_url else ""
-    )
-    monkeypatch.setenv("OPMAS_BUS__NAMESPACE", bus.settings.namespace)
+    monkeypatch.setenv("OPMAS_NATS_URL", nats_url)
+    monkeypatch.setenv("OPMAS_BUS__NAMESPACE", bus_settings.namespace)
 
     def finding(finding_id: str, count: int, severity: str) -> Finding:
         return Finding(
@@ -119,8 +116,28 @@ async def test_findings_list_reads_the_latest_version_of_each_finding(
             count=count,
         )
 
-    for item in (finding("a", 5, "error"), finding("a", 9, "error"), finding("b", 1, "info")):
-        await bus.js.publish(bus.subjects.findings("security"), encode(item))
+    async def publish() -> None:
+        async with connect_bus(nats_url, bus_settings) as bus:
+            await ensure_streams(bus)
+            for item in (
+                finding("a", 5, "error"),
+                finding("a", 9, "error"),
+                finding("b", 1, "info"),
+            ):
+                await bus.js.publish(bus.subjects.findings("security"), encode(item))
+
+    async def cleanup() -> None:
+        async with connect_bus(nats_url, bus_settings) as bus:
+            await delete_streams(bus)
+
+    asyncio.run(publish())
+    try:
+        check_listing()
+    finally:
+        asyncio.run(cleanup())
+
+
+def check_listing() -> None:
     result = runner.invoke(app, ["findings", "list", "--json"])
     assert result.exit_code == 0, result.output
     listed = {f["finding_id"]: f for f in json.loads(result.output)}
