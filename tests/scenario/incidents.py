@@ -195,7 +195,7 @@ class Scenario(Background):
         key = f"{host}|{ip}"
         name = self.inject("SSH brute force with user enumeration", "security", host, t0,
                            ("ssh-brute-force-fast", key), ("ssh-brute-force-slow", key),
-                           ("ssh-user-enumeration", key))  # fmt: skip
+                           ("ssh-user-enumeration", key), ("ssh-username-spray", key))  # fmt: skip
         users = ("admin", "ubnt", "oracle", "test", "pi", "user", "support", "guest")
         for n in range(40):
             t, port = t0 + 6 * n, 30000 + 7 * n

@@ -72,7 +72,8 @@ def test_pack_thresholds_match_the_issue() -> None:
     assert by_name["ssh-login-after-failures"].type == "CORRELATION"
     assert by_name["new-log-template"].type == "MACHINE_LEARNING"
     assert by_name["firewall-port-scan"].distinct == "dst_port"
-    assert by_name["ssh-user-enumeration"].distinct == "user"  # fmt: skip
+    assert by_name["ssh-user-enumeration"].conditions[0]["value"] == "ssh_nonexistent_user"
+    assert by_name["ssh-username-spray"].distinct == "user"
 
 
 def test_every_rule_has_agent_severity_and_builds() -> None:
