@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,15 +10,7 @@ from typer.testing import CliRunner
 from opmas.cli.main import app
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("OPMAS_") and not name.startswith("OPMAS_TEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OPMAS_DATA_DIR", str(tmp_path / "data"))
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +18,7 @@ from opmas.messages import Finding, encode
 from opmas.settings import BusSettings
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 GOOD = """\
 agent: SecurityAgent
@@ -40,16 +40,6 @@ rules:
     "Sat Nov 21 10:00:01 2026 authpriv.notice dropbear[3327]:"
     " Password auth succeeded for 'root' from 192.168.1.5:51234",
 )
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> None:
-    for name in list(os.environ):
-        if name.startswith("OPMAS_") and not name.startswith("OPMAS_TEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OPMAS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OPMAS_DATABASE_URL", database_url)
 
 
 async def _rules(database_url: str) -> dict[str, dict[str, object]]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -13,19 +11,9 @@ from typer.testing import CliRunner
 from opmas.cli.tokens import app
 from opmas.ingest.tokens import hash_token
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cli_database")]
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> None:
-    for name in list(os.environ):
-        if name.startswith("OPMAS_") and not name.startswith("OPMAS_TEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OPMAS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OPMAS_DATABASE_URL", database_url)
 
 
 async def _rows(database_url: str) -> list[asyncpg.Record]:
