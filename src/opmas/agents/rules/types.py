@@ -18,6 +18,7 @@ from opmas.errors import ConfigError
 from opmas.messages import ParsedEvent
 
 KEY_SEPARATOR = "|"
+MAX_DISTINCT_ITEMS = 10_000  # items a `distinct` window keeps per key
 MISSING_KEY_PART = "-"
 
 
@@ -237,7 +238,13 @@ class ThresholdRule(Rule):
             self._distinct = field_getter(distinct) if distinct else None
         except ConfigError as exc:
             raise ConfigError(f"rule {name!r}: distinct: {exc}") from None
-        self.window = SlidingWindow(window_s, threshold, distinct, max_keys=max_keys)
+        # a plain count needs no more than max(threshold, evidence) items per key to decide
+        # and to show its evidence: with 100,000 keys that caps memory (a distinct count
+        # needs its values, so it keeps the window's default cap)
+        per_key = MAX_DISTINCT_ITEMS if distinct else max(threshold, evidence_limit)
+        self.window = SlidingWindow(
+            window_s, threshold, distinct, max_keys=max_keys, max_items_per_key=per_key
+        )
         self.cooldown = Cooldown(window_s if cooldown_s is None else cooldown_s, max_keys)
         self.skipped_no_key = 0
 
