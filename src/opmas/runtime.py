@@ -157,19 +157,30 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `main(stop)`; SIGINT or SIGTERM sets `stop`, a second signal cancels `main`."""
+async def run_until_signalled(
+    main: Callable[[asyncio.Event], Awaitable[None]], *, force_after_s: float | None = None
+) -> None:
+    """Run `main(stop)`; SIGINT or SIGTERM sets `stop`, a second signal cancels `main`, and
+    so does `force_after_s` passing after the first (a child whose parent died with the
+    servers it used would otherwise wait for them forever)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.ensure_future(main(stop))
 
-    def _signalled(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal, forcing exit", signal=signal.Signals(signum).name)
+    def _force(reason: str) -> None:
+        if not task.done():
+            log.warning("forcing exit", reason=reason)
             task.cancel()
+
+    def _signalled(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            _force(f"second {name}")
             return
-        log.info("stopping", signal=signal.Signals(signum).name)
+        log.info("stopping", signal=name)
         stop.set()
+        if force_after_s is not None:
+            loop.call_later(force_after_s, _force, f"still stopping after {force_after_s:g} s")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _signalled, signum)

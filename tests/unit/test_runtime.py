@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from typing import Self
 
-from opmas.runtime import ComponentState, ComponentStatus, Supervisor
+import pytest
+
+from opmas.runtime import ComponentState, ComponentStatus, Supervisor, run_until_signalled
 from opmas.settings import RuntimeSettings
 
 FAST = RuntimeSettings(restart_backoff_s=0.01, restart_backoff_max_s=0.05, shutdown_grace_s=1.0)
@@ -111,3 +116,25 @@ async def test_a_component_that_does_not_drain_is_cancelled_after_grace_and_clos
 def test_component_state_as_dict_names_the_status() -> None:
     state = ComponentState("api", ComponentStatus.ACTIVE)
     assert state.as_dict()["status"] == "ACTIVE"
+
+
+async def test_a_stop_that_never_finishes_is_forced_after_force_after_s() -> None:
+    """An orphaned child: SIGTERM sets stop, but its servers are gone and it cannot drain."""
+    stopped = asyncio.Event()
+
+    async def stuck(stop: asyncio.Event) -> None:
+        await stop.wait()
+        stopped.set()
+        await asyncio.sleep(3600)  # waiting for a server that died with the parent
+
+    async def terminate_soon() -> None:
+        await asyncio.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = asyncio.create_task(terminate_soon())
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await run_until_signalled(stuck, force_after_s=0.3)
+    await killer
+    assert stopped.is_set()
+    assert 0.3 <= time.monotonic() - started < 5

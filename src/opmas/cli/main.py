@@ -99,6 +99,9 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+FORCE_MARGIN_S = 10.0  # after the drain grace period, for closing connections
+
+
 def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False) -> None:
     settings = ensure_secret_key(load_settings())
     try:
@@ -112,7 +115,8 @@ def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False)
                     split=split,
                     on_open=_announce,
                     on_status=_print_status,
-                )
+                ),
+                force_after_s=settings.runtime.shutdown_grace_s + FORCE_MARGIN_S,
             )
         )
     except OpmasError as exc:
