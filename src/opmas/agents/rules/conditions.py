@@ -27,7 +27,7 @@ _TOP_LEVEL = frozenset(ParsedEvent.__struct_fields__)
 _SF = "structured_fields"
 
 
-def _number(value: object) -> float | None:
+def as_number(value: object) -> float | None:
     """The value as a finite float if it is a number or a numeric string, else None."""
     if isinstance(value, bool):
         return None
@@ -75,9 +75,9 @@ def _equals(expected: object) -> Callable[[object], bool]:
     """Equality with numeric coercion; the returned test is never called with None."""
     if isinstance(expected, bool) or not (_is_number(expected) or isinstance(expected, str)):
         return lambda actual: actual == expected
-    expected_number = _number(expected)
+    expected_number = as_number(expected)
     if _is_number(expected):
-        return lambda actual: _number(actual) == expected_number
+        return lambda actual: as_number(actual) == expected_number
     # a string: exact for strings, numeric against an actual number
     return lambda actual: (
         actual == expected
@@ -89,7 +89,7 @@ def _equals(expected: object) -> Callable[[object], bool]:
 
 def _membership(values: list[object]) -> Callable[[object], bool]:
     exact = {v for v in values if v is not None and not isinstance(v, list | dict)}
-    numbers = {n for v in values if (n := _number(v)) is not None}
+    numbers = {n for v in values if (n := as_number(v)) is not None}
     plain_numbers = {float(v) for v in values if _is_number(v)}  # type: ignore[arg-type]
 
     def member(actual: object) -> bool:
@@ -102,7 +102,7 @@ def _membership(values: list[object]) -> Callable[[object], bool]:
             return False
         if not plain_numbers:  # the common case: a list of words
             return False
-        number = _number(actual)
+        number = as_number(actual)
         return number is not None and number in plain_numbers
 
     return member
@@ -113,7 +113,7 @@ def _test(operator: str, value: object, where: str) -> Callable[[object], bool]:
     if operator in ("==", "!="):
         return _equals(value)
     if operator in (">", ">=", "<", "<="):
-        bound = _number(value)
+        bound = as_number(value)
         if bound is None:
             raise ConfigError(f"{where}: operator {operator!r} needs a number, got {value!r}")
         compare: dict[str, Callable[[float, float], bool]] = {
@@ -125,7 +125,7 @@ def _test(operator: str, value: object, where: str) -> Callable[[object], bool]:
         op = compare[operator]
 
         def ordered(actual: object) -> bool:
-            number = _number(actual)
+            number = as_number(actual)
             return number is not None and op(number, bound)
 
         return ordered
