@@ -290,3 +290,62 @@ def _new(spec: RuleSpec, hit: RuleHit, event: ParsedEvent, domain: str) -> _Open
         domain=domain,
     )
     return _Open(finding, values)
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """How one event bears on one rule, for `opmas explain`."""
+
+    rule: str
+    type: str
+    agent: str
+    key: str | None
+    effect: str
+
+    def render(self) -> str:
+        key = f" [key {self.key}]" if self.key else ""
+        return f"{self.rule} ({self.type}, {self.agent}): {self.effect}{key}"
+
+
+def explain_rules(event: ParsedEvent, specs: Iterable[RuleSpec]) -> list[RuleMatch]:
+    """The rules the event matches or would count towards, with the key it counts under.
+
+    Rules that do not build are left out (`opmas rules test` reports them).
+    """
+    found: list[RuleMatch] = []
+    for spec in specs:
+        if not spec.enabled or event.log_source_type not in spec.reads:
+            continue
+        try:
+            rule = build_rule(spec, max_keys=1)
+        except ConfigError:
+            continue
+        effect = _effect(spec, rule, event)
+        if effect is not None:
+            key = rule.group_key(event) if spec.type != "CORRELATION" else None
+            found.append(RuleMatch(spec.name, spec.type, spec.agent or "", key, effect))
+    return found
+
+
+def _effect(spec: RuleSpec, rule: Rule, event: ParsedEvent) -> str | None:
+    if spec.type == "CORRELATION":
+        steps = [
+            f"step {n} ({step.name or 'unnamed'})"
+            for n, (step, compiled) in enumerate(
+                zip(spec.steps or (), getattr(rule, "steps", ()), strict=False), 1
+            )
+            if compiled.matches(event)
+        ]
+        return f"matches {', '.join(steps)} of {len(spec.steps or ())}" if steps else None
+    if not rule.matches(event):
+        return None
+    if spec.type == "PATTERN":
+        return "matches: opens a finding on its own"
+    if spec.type == "THRESHOLD":
+        what = f"distinct {spec.distinct}" if spec.distinct else "events"
+        return f"counts towards {spec.threshold} {what} in {_number(spec.window_s)} s"
+    if spec.type == "STATISTICAL":
+        return f"counts towards its rate per {_number(spec.bucket_s)} s against its baseline"
+    if spec.novelty == "key":
+        return "a key never seen before opens a finding"
+    return "its message template is checked for novelty"
