@@ -8,6 +8,8 @@ OpmasError
 │   └── StreamMissing
 ├── StoreError     PostgreSQL failed or refused a write
 ├── EmbeddedError  an embedded PostgreSQL or nats-server would not start or stop
+├── SecretError    a stored secret does not decrypt under the secret key
+├── ActionError    an action cannot run (bad argument, allowlisted target, host key changed)
 └── ApiError       carries status_code
     ├── NotFound   (404)
     ├── Conflict   (409)
@@ -58,6 +60,14 @@ class StoreError(OpmasError):
 
 class EmbeddedError(OpmasError):
     """An embedded PostgreSQL or nats-server would not start or stop."""
+
+
+class SecretError(OpmasError):
+    """A stored secret does not decrypt under the configured secret key (wrong or rotated)."""
+
+
+class ActionError(OpmasError):
+    """An action cannot run as configured: bad argument, allowlisted target, changed host key."""
 
 
 class ApiError(OpmasError):

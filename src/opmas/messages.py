@@ -114,11 +114,38 @@ class Finding(msgspec.Struct, kw_only=True):
     v: int = FORMAT_VERSION
 
 
+class Action(msgspec.Struct, kw_only=True):
+    """What travels on actions.<state>: an intended action after a transition, one per message.
+
+    The database row is the truth; a message says "this action is now in `state`" so that the
+    executor, the notifier and live views react without polling. Nats-Msg-Id is
+    `<action_uuid>:<state>:<attempts>`.
+    """
+
+    action_id: int
+    action_uuid: str
+    state: str
+    action_type: str
+    action_config: dict[str, object]
+    execution_mode: str
+    device_hostname: str | None = None
+    device_ip: str | None = None
+    finding_uuid: str | None = None
+    incident_id: int | None = None
+    playbook: str | None = None
+    description: str | None = None
+    attempts: int = 0
+    result: dict[str, object] | None = None
+    ts_utc: str
+    v: int = FORMAT_VERSION
+
+
 raw_batch_encoder = msgspec.json.Encoder()
 raw_batch_decoder = msgspec.json.Decoder(RawBatch)
 parsed_batch_decoder = msgspec.json.Decoder(ParsedBatch)
 parsed_event_decoder = msgspec.json.Decoder(ParsedEvent)
 finding_decoder = msgspec.json.Decoder(Finding)
+action_decoder = msgspec.json.Decoder(Action)
 encode = raw_batch_encoder.encode
 
 

@@ -170,6 +170,55 @@ class IngestSettings(BaseModel):
     )
 
 
+class OrchestratorSettings(BaseModel):
+    """The `orchestrator`: findings stored, correlated into incidents, playbooks applied."""
+
+    device_window_s: float = Field(
+        1800.0, gt=0, description="Findings on one router this close together form one incident."
+    )
+    attack_window_s: float = Field(
+        3600.0, gt=0, description="Findings naming one attacker IP this close form one incident."
+    )
+    uplink_min_wifi_findings: int = Field(
+        1,
+        ge=1,
+        description="Wi-Fi client-drop findings beside a WAN-down finding that mean uplink/power.",
+    )
+    pending_ttl_s: float = Field(
+        86_400.0, gt=0, description="A proposed action nobody approved expires after this."
+    )
+    expire_check_s: float = Field(30.0, gt=0, description="How often expiry is checked.")
+
+
+class ExecutorSettings(BaseModel):
+    """The `executor`: runs approved actions over SSH, as webhooks or notifications."""
+
+    poll_s: float = Field(
+        2.0, gt=0, description="How often approved actions are looked for besides the bus."
+    )
+    concurrency: int = Field(8, ge=1, description="Actions run at the same time.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="SSH and HTTP connect timeout.")
+    retry_backoff_s: float = Field(
+        2.0, ge=0, description="Delay before the first retry; doubled each attempt."
+    )
+
+
+class NotifierSettings(BaseModel):
+    """The `notifier`: findings sent to email, Slack and webhook channels, digested."""
+
+    digest_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="At most one message per channel per interval; the rest form a digest.",
+    )
+    poll_s: float = Field(1.0, gt=0, description="How often due notifications are looked for.")
+    max_attempts: int = Field(5, ge=1, description="Tries before a notification is failed.")
+    retry_backoff_s: float = Field(
+        5.0, ge=0, description="Delay before the first retry; doubled each attempt."
+    )
+    send_timeout_s: float = Field(15.0, gt=0, description="SMTP or HTTP send timeout.")
+
+
 class Settings(BaseSettings):
     """Root settings. Env `OPMAS_X` or `OPMAS_GROUP__X`; the YAML file uses the same names."""
 
@@ -238,6 +287,9 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     ingest: IngestSettings = IngestSettings()
     agents: AgentSettings = AgentSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
+    executor: ExecutorSettings = ExecutorSettings()
+    notifier: NotifierSettings = NotifierSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -1,6 +1,6 @@
 """SQLAlchemy ORM classes of every OPMAS table; the Alembic migration owns the schema."""
 
-from opmas.models.actions import IntendedAction, Playbook, PlaybookStep
+from opmas.models.actions import AllowlistEntry, IntendedAction, Playbook, PlaybookStep
 from opmas.models.auth import ApiToken, User
 from opmas.models.base import Base
 from opmas.models.core import Device, LogSource, OpmasConfig, SshKey
@@ -18,6 +18,7 @@ __all__ = [
     "Agent",
     "AgentRule",
     "AgentState",
+    "AllowlistEntry",
     "ApiToken",
     "Base",
     "Device",

@@ -80,6 +80,8 @@ class PlaybookStep(Timestamps, Base):
     action_config: Mapped[dict[str, Any]] = mapped_column(JSONB)
     timeout_seconds: Mapped[int] = mapped_column(server_default=text("30"))
     retry_count: Mapped[int] = mapped_column(server_default=text("0"))
+    execution_mode: Mapped[str | None] = mapped_column(String(20))  # None: the playbook's
+    description: Mapped[str | None] = mapped_column(Text)
 
     playbook: Mapped[Playbook] = relationship(back_populates="steps", lazy="raise")
 
@@ -107,6 +109,11 @@ class IntendedAction(Timestamps, Base):
         Index("idx_intended_actions_finding_id", "finding_id", "finding_created_at"),
         Index("idx_intended_actions_playbook_id", "playbook_id"),
         Index("idx_intended_actions_device_id", "device_id"),
+        Index("idx_intended_actions_incident_id", "incident_id"),
+        CheckConstraint(one_of("execution_mode", EXECUTION_MODES), name="mode"),
+        CheckConstraint(
+            "timeout_seconds > 0 AND retry_count >= 0 AND attempts >= 0", name="limits"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -123,6 +130,40 @@ class IntendedAction(Timestamps, Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     executed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    step_number: Mapped[int | None]
+    execution_mode: Mapped[str] = mapped_column(String(20), server_default="manual")
+    description: Mapped[str | None] = mapped_column(Text)
+    timeout_seconds: Mapped[int] = mapped_column(server_default=text("30"))
+    retry_count: Mapped[int] = mapped_column(server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(150))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    history: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )  # every transition: {"state", "at", "by", "attempt", "note"}
 
     finding: Mapped[Finding | None] = relationship(lazy="raise")
     playbook: Mapped[Playbook | None] = relationship(lazy="raise")
+
+
+ALLOWLIST_KINDS = ("ip", "network", "mac", "device")
+
+
+class AllowlistEntry(Timestamps, Base):
+    """An IP, network (CIDR), MAC or device hostname that no action may ever target."""
+
+    __tablename__ = "action_allowlist"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", ALLOWLIST_KINDS), name="kind"),
+        UniqueConstraint("kind", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    value: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)

@@ -55,6 +55,10 @@ class Device(Timestamps, Base):
     status: Mapped[str] = mapped_column(String(20), server_default="active")
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    ssh_port: Mapped[int] = mapped_column(server_default=text("22"))
+    ssh_user: Mapped[str] = mapped_column(String(64), server_default="root")
+    ssh_host_key: Mapped[str | None] = mapped_column(Text)  # pinned on first use
+    ssh_host_key_pinned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     ssh_keys: Mapped[list[SshKey]] = relationship(
         back_populates="device", lazy="raise", passive_deletes=True

@@ -89,6 +89,7 @@ class Finding(Timestamps, Base):
     event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     finding_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     count: Mapped[int] = mapped_column(server_default=text("1"))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
     assignee: Mapped[str | None] = mapped_column(String(150))
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -117,6 +118,7 @@ class Incident(Timestamps, Base):
         CheckConstraint(one_of("status", FINDING_STATUSES), name="status"),
         Index("idx_incidents_status", "status"),
         Index("idx_incidents_device_id", "device_id"),
+        Index("idx_incidents_correlation_key_last_seen_at", "correlation_key", "last_seen_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -138,6 +140,9 @@ class Incident(Timestamps, Base):
     )
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    correlation_key: Mapped[str] = mapped_column(String(255), server_default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    finding_count: Mapped[int] = mapped_column(server_default=text("0"))
 
     findings: Mapped[list[Finding]] = relationship(
         back_populates="incident", lazy="raise", passive_deletes=True

@@ -102,6 +102,12 @@ class NotificationHistory(Timestamps, Base):
         Index("idx_notification_history_status_created_at", "status", "created_at"),
         Index("idx_notification_history_incident_id", "incident_id"),
         Index("idx_notification_history_channel_id", "channel_id"),
+        Index(
+            "uq_notification_history_finding_uuid_channel_id",
+            "finding_uuid",
+            "channel_id",
+            unique=True,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -116,3 +122,12 @@ class NotificationHistory(Timestamps, Base):
     attempts: Mapped[int] = mapped_column(server_default=text("0"))
     error_message: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notification_rules.id", ondelete="SET NULL")
+    )
+    action_id: Mapped[int | None] = mapped_column(
+        ForeignKey("intended_actions.id", ondelete="SET NULL")
+    )
+    digest_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # what the message says
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

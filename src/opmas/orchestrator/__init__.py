@@ -1,0 +1,1 @@
+"""The orchestrator: findings stored and correlated into incidents; playbooks applied."""
