@@ -1,0 +1,154 @@
+"""Playbook steps turned into intended actions: pending (manual, waits for approval) or
+approved (auto, the executor runs it at once), never against an allowlisted target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from opmas.errors import ActionError
+from opmas.executor.commands import build_command
+from opmas.models import IntendedAction, Playbook, PlaybookStep
+from opmas.orchestrator.allowlist import Allowlist
+from opmas.orchestrator.playbooks import MissingField, matches, render
+
+log = structlog.get_logger(__name__)
+
+PROPOSED = Counter(
+    "opmas_orchestrator_actions_proposed_total",
+    "Intended actions created, by the state they start in.",
+    ["state"],
+)
+SKIPPED = Counter(
+    "opmas_orchestrator_steps_skipped_total",
+    "Playbook steps that could not become an action (missing field, invalid argument).",
+)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What an action answers: a finding (always) and its incident and router."""
+
+    finding_id: int | None
+    finding_created_at: datetime | None
+    incident_id: int | None
+    device_id: int | None
+    device_hostname: str | None
+    dedupe_scope: str  # "finding:<uuid>" or "incident:<id>"
+
+
+async def active_playbooks(session: AsyncSession, trigger: str) -> list[Playbook]:
+    query = (
+        select(Playbook)
+        .where(Playbook.is_active, Playbook.trigger_type == trigger)
+        .options(selectinload(Playbook.steps))
+        .order_by(Playbook.id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def propose(
+    session: AsyncSession,
+    trigger: str,
+    context: Mapping[str, Any],
+    origin: Origin,
+    allowlist: Allowlist,
+    pending_ttl_s: float,
+) -> list[int]:
+    """Create the actions of every active playbook of `trigger` whose conditions hold;
+    return the ids created (none for a redelivery: `dedupe_key` is unique). Flush only."""
+    created: list[int] = []
+    for playbook in await active_playbooks(session, trigger):
+        if not matches(playbook.trigger_conditions, context):
+            continue
+        for step in playbook.steps:
+            action_id = await _create(
+                session, playbook, step, context, origin, allowlist, pending_ttl_s
+            )
+            if action_id is not None:
+                created.append(action_id)
+    return created
+
+
+async def _create(
+    session: AsyncSession,
+    playbook: Playbook,
+    step: PlaybookStep,
+    context: Mapping[str, Any],
+    origin: Origin,
+    allowlist: Allowlist,
+    pending_ttl_s: float,
+) -> int | None:
+    try:
+        config = render(step.action_config, context)
+        description = render(step.description or playbook.name, context)
+        if step.action_type == "ssh_command":
+            build_command(config)  # the arguments are valid before anyone is asked
+    except (MissingField, ActionError) as exc:
+        SKIPPED.inc()
+        log.warning(
+            "playbook step skipped", playbook=playbook.name, step=step.step_number, reason=str(exc)
+        )
+        return None
+    now = datetime.now(UTC)
+    mode = step.execution_mode or playbook.execution_mode
+    state, note = ("approved", "auto step") if mode == "auto" else ("pending", None)
+    history: list[dict[str, Any]] = [
+        {
+            "state": "pending",
+            "at": now.isoformat(),
+            "by": "orchestrator",
+            "note": f"playbook {playbook.name} step {step.step_number}",
+        }
+    ]
+    protected = allowlist.check_action(step.action_type, config, origin.device_hostname)
+    if protected is not None:
+        state, note = "rejected", f"target allowlisted: {protected}"
+    if state != "pending":
+        history.append(
+            {
+                "state": state,
+                "at": now.isoformat(),
+                "by": "playbook" if state == "approved" else "allowlist",
+                "note": note,
+            }
+        )
+    values = {
+        "finding_id": origin.finding_id,
+        "finding_created_at": origin.finding_created_at,
+        "incident_id": origin.incident_id,
+        "playbook_id": playbook.id,
+        "device_id": origin.device_id,
+        "status": state,
+        "action_type": step.action_type,
+        "action_config": config,
+        "execution_mode": mode,
+        "description": str(description)[:2000],
+        "timeout_seconds": step.timeout_seconds,
+        "retry_count": step.retry_count,
+        "step_number": step.step_number,
+        "dedupe_key": f"{playbook.id}:{step.step_number}:{origin.dedupe_scope}",
+        "expires_at": now + timedelta(seconds=pending_ttl_s) if state == "pending" else None,
+        "decided_at": now if state != "pending" else None,
+        "decided_by": "playbook" if state == "approved" else ("allowlist" if note else None),
+        "history": history,
+    }
+    inserted = await session.scalar(
+        insert(IntendedAction)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(IntendedAction.id)
+    )
+    if inserted is not None:
+        PROPOSED.labels(state).inc()
+    return inserted
