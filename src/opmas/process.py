@@ -18,6 +18,7 @@ from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
 from opmas.ingest.service import IngestService
 from opmas.metrics import MetricsResponder
+from opmas.orchestrator.service import Orchestrator
 from opmas.parser.engine import ParserEngine
 from opmas.parser.service import ParserService
 from opmas.resources import Resources, open_resources
@@ -28,7 +29,16 @@ from opmas.store.service import EventStore
 from opmas.workers import CHILD_ENV, WorkerProcess
 
 AGENT_COMPONENTS = tuple(AGENTS)  # agent-wifi, agent-security, agent-health, agent-wan
-COMPONENT_NAMES = ("maintenance", "store", "parser", *AGENT_COMPONENTS, "ingest", "api")
+RESPONSE_COMPONENTS = ("orchestrator", "executor", "notifier")
+COMPONENT_NAMES = (
+    "maintenance",
+    "store",
+    "parser",
+    *AGENT_COMPONENTS,
+    *RESPONSE_COMPONENTS,
+    "ingest",
+    "api",
+)
 """Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
 GROUPS = {"agents": AGENT_COMPONENTS}
 """Names for several components at once: `opmas run agents`, `own_process: [agents]`."""
@@ -125,6 +135,8 @@ def _factory(
         )
     if name == "ingest":
         return lambda: IngestService.from_settings(resources.settings, resources.bus)
+    if name == "orchestrator":
+        return lambda: Orchestrator(resources.engine, resources.bus, resources.settings)
     if name in AGENTS:
         ident = AGENTS[name]
         return lambda: DomainAgent(

@@ -115,4 +115,4 @@ async def load_allowlist(session: AsyncSession) -> Allowlist:
     rows = await session.execute(
         select(AllowlistEntry.kind, AllowlistEntry.value, AllowlistEntry.reason)
     )
-    return Allowlist.of((kind, value, reason) for kind, value, reason in rows.tuples())
+    return Allowlist.of((kind, value, reason) for kind, value, reason in rows)
