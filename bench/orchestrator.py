@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,7 +88,10 @@ async def servers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Settings
     async with embedded_services(base) as endpoints:
         await migrate.upgrade(endpoints.database_url)
         yield base.model_copy(
-            update={"database_url": endpoints.database_url, "nats_url": endpoints.nats_url}
+            update={
+                "database_url": SecretStr(endpoints.database_url),
+                "nats_url": endpoints.nats_url,
+            }
         )
 
 

@@ -64,11 +64,16 @@ async def propose(
     origin: Origin,
     allowlist: Allowlist,
     pending_ttl_s: float,
+    cache: dict[str, list[Playbook]] | None = None,
 ) -> list[int]:
     """Create the actions of every active playbook of `trigger` whose conditions hold;
-    return the ids created (none for a redelivery: `dedupe_key` is unique). Flush only."""
+    return the ids created (none for a redelivery: `dedupe_key` is unique). Flush only.
+    `cache` keeps the playbooks read per trigger (for one transaction)."""
+    cache = {} if cache is None else cache
+    if trigger not in cache:
+        cache[trigger] = await active_playbooks(session, trigger)
     created: list[int] = []
-    for playbook in await active_playbooks(session, trigger):
+    for playbook in cache[trigger]:
         if not matches(playbook.trigger_conditions, context):
             continue
         for step in playbook.steps:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Self
 
@@ -21,8 +22,8 @@ from opmas.bus.subjects import ActionState
 from opmas.db.engine import session_factory
 from opmas.messages import Finding as FindingMessage
 from opmas.messages import finding_decoder
-from opmas.models import IntendedAction
-from opmas.orchestrator.allowlist import load_allowlist
+from opmas.models import IntendedAction, Playbook
+from opmas.orchestrator.allowlist import Allowlist, load_allowlist
 from opmas.orchestrator.correlate import finding_context, group_of, incident_context
 from opmas.orchestrator.lifecycle import action_message, publish_action, transition
 from opmas.orchestrator.playbooks import ensure_default_playbooks
@@ -40,6 +41,14 @@ INCIDENTS = Counter(
     ["incident_type"],
 )
 EXPIRED = Counter("opmas_orchestrator_actions_expired_total", "Proposals nobody decided on.")
+
+
+@dataclass
+class Batch:
+    """What one transaction reads once: the allowlist, the playbooks of each trigger."""
+
+    allowlist: Allowlist
+    playbooks: dict[str, list[Playbook]] = field(default_factory=dict)
 
 
 class Orchestrator:
@@ -79,18 +88,23 @@ class Orchestrator:
                 await expiry
 
     async def handle(self, msgs: list[Msg]) -> None:
-        """Each finding in its own transaction; actions published after their commit."""
-        for msg in msgs:
-            await self.process(finding_decoder.decode(msg.data))
+        """The fetched findings in one transaction; actions published after its commit.
+        (A batch that fails for good is handed back one message at a time by the consumer.)"""
+        await self.process(*(finding_decoder.decode(msg.data) for msg in msgs))
 
-    async def process(self, finding: FindingMessage) -> list[int]:
-        """Store, correlate and answer one finding; return the ids of the actions created."""
+    async def process(self, *findings: FindingMessage) -> list[int]:
+        """Store, correlate and answer findings; return the ids of the actions created."""
+        created: list[int] = []
         async with self._sessions() as session, session.begin():
-            created = await self._process(session, finding)
+            batch = Batch(await load_allowlist(session))
+            for finding in findings:
+                created += await self._process(session, finding, batch)
         await self._publish(created)
         return created
 
-    async def _process(self, session: AsyncSession, finding: FindingMessage) -> list[int]:
+    async def _process(
+        self, session: AsyncSession, finding: FindingMessage, batch: Batch
+    ) -> list[int]:
         stored = await upsert_finding(session, finding)
         STORED.inc()
         if stored.incident_id is not None:
@@ -100,7 +114,7 @@ class Orchestrator:
         attached = await attach(session, stored, finding, group, self._settings)
         if attached.new_type is not None:
             INCIDENTS.labels(attached.new_type).inc()
-        allowlist = await load_allowlist(session)
+        allowlist = batch.allowlist
         context = finding_context(finding, stored.device_config)
         created: list[int] = []
         if stored.inserted:
@@ -119,6 +133,7 @@ class Orchestrator:
                 origin,
                 allowlist,
                 self._settings.pending_ttl_s,
+                batch.playbooks,
             )
         if attached.new_type is not None:
             scope = f"incident:{attached.incident_id}:{attached.new_type}"
@@ -134,7 +149,13 @@ class Orchestrator:
                 context, attached.incident_id, attached.new_type, attached.details
             )
             created += await propose(
-                session, attached.new_type, ctx, origin, allowlist, self._settings.pending_ttl_s
+                session,
+                attached.new_type,
+                ctx,
+                origin,
+                allowlist,
+                self._settings.pending_ttl_s,
+                batch.playbooks,
             )
         return created
 
