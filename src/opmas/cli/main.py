@@ -11,11 +11,18 @@ from typing import Annotated, Any
 import typer
 
 from opmas import __version__
+from opmas.cli import actions as actions_cli
+from opmas.cli import allowlist as allowlist_cli
 from opmas.cli import config as config_cli
+from opmas.cli import devices as devices_cli
 from opmas.cli import events as events_cli
 from opmas.cli import explain as explain_cli
 from opmas.cli import findings as findings_cli
+from opmas.cli import incidents as incidents_cli
+from opmas.cli import keys as keys_cli
 from opmas.cli import migrate as migrate_cli
+from opmas.cli import notify as notify_cli
+from opmas.cli import playbooks as playbooks_cli
 from opmas.cli import replay as replay_cli
 from opmas.cli import rules as rules_cli
 from opmas.cli import status as status_cli
@@ -39,6 +46,13 @@ app.add_typer(events_cli.app, name="events")
 app.add_typer(tokens_cli.app, name="tokens")
 app.add_typer(rules_cli.app, name="rules")
 app.add_typer(findings_cli.app, name="findings")
+app.add_typer(incidents_cli.app, name="incidents")
+app.add_typer(actions_cli.app, name="actions")
+app.add_typer(devices_cli.app, name="devices")
+app.add_typer(playbooks_cli.app, name="playbooks")
+app.add_typer(allowlist_cli.app, name="allowlist")
+app.add_typer(notify_cli.app, name="notify")
+app.add_typer(keys_cli.app, name="keys")
 app.command("migrate")(migrate_cli.migrate)
 app.command("status")(status_cli.status)
 app.command("replay")(replay_cli.replay)

@@ -61,8 +61,7 @@ def test_trigger_conditions(conditions: dict[str, object], expected: bool) -> No
 
 def test_allowlist_protects_ips_networks_macs_and_routers() -> None:
     entries = [
-        classify(v) + (None,)
-        for v in ("10.0.0.5", "192.168.0.0/16", "AA-BB-CC-DD-EE-FF", "core-gw")
+        (*classify(v), None) for v in ("10.0.0.5", "192.168.0.0/16", "AA-BB-CC-DD-EE-FF", "core-gw")
     ]
     assert [e[0] for e in entries] == ["ip", "network", "mac", "device"]
     allow = Allowlist.of(entries)

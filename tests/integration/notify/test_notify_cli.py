@@ -1,0 +1,142 @@
+"""`opmas notify` as a user runs it, on a real PostgreSQL and loopback receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner
+
+from opmas.cli.notify import app
+from opmas.db.engine import plain_dsn
+from opmas.notify.signing import verify
+from tests.integration.notify.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.integration.notify.peers import HttpReceiver, Mailbox
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("cli_database")
+HOOK_SECRET = "cli-hook-secret-5521"  # noqa: S105 - test value
+
+
+def _stored_channels(database_url: str) -> list[str]:
+    async def _fetch() -> list[str]:
+        conn = await asyncpg.connect(plain_dsn(database_url))
+        try:
+            rows = await conn.fetch("SELECT row_to_json(c)::text AS j FROM notification_channels c")
+        finally:
+            await conn.close()
+        return [row["j"] for row in rows]
+
+    return asyncio.run(_fetch())
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_email_channel_added_from_a_secret_file_sends_a_test_message_and_hides_the_password(
+    tmp_path: Path,
+    database_url: str,
+    smtp_port: int,
+    tls_files: tuple[Path, Path],
+    mailbox: Mailbox,
+) -> None:
+    secret = tmp_path / "smtp.pass"
+    secret.write_text(SMTP_PASSWORD + "\n")
+    added = _ok(
+        [
+            "channel", "add", "ops-mail", "--type", "email",
+            "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_port),
+            "--username", SMTP_USER, "--from", "opmas@example.net",
+            "--to", "a@example.net", "--to", "b@example.net",
+            "--ca-file", str(tls_files[0]), "--secret-file", str(secret),
+        ]
+    )  # fmt: skip
+    listed = _ok(["channel", "list", "--json"])
+    tested = _ok(["channel", "test", "ops-mail"])
+
+    (view,) = json.loads(listed)
+    assert view["secret"] == "set"
+    assert view["config"]["to"] == ["a@example.net", "b@example.net"]
+    assert mailbox.envelopes == [("opmas@example.net", ["a@example.net", "b@example.net"], True)]
+    assert "test message sent" in tested
+    for text in (added, listed, tested, *_stored_channels(database_url)):
+        assert SMTP_PASSWORD not in text
+
+
+def test_webhook_channel_secret_from_env_signs_the_test_message(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, http_receiver: HttpReceiver
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", HOOK_SECRET)
+    url = f"{http_receiver.url}/in"
+    _ok(
+        ["channel", "add", "hook", "--type", "webhook", "--url", url, "--secret-env", "HOOK_SECRET"]
+    )
+    table = _ok(["channel", "list"])
+    _ok(["channel", "test", "hook"])
+
+    (request,) = http_receiver.on("/in")
+    assert request.json()["type"] == "test"
+    assert verify(HOOK_SECRET.encode(), request.body, request.headers)
+    assert "set" in table
+    assert all(HOOK_SECRET not in text for text in (table, *_stored_channels(database_url)))
+
+
+def test_slack_channel_url_is_prompted_hidden_and_never_taken_from_argv(
+    http_receiver: HttpReceiver,
+) -> None:
+    refused = runner.invoke(app, ["channel", "add", "s", "--type", "slack", "--url", "http://x"])
+    slack_url = f"{http_receiver.url}/services/hidden-part"
+    prompted = runner.invoke(
+        app, ["channel", "add", "s", "--type", "slack"], input=slack_url + "\n"
+    )
+
+    assert refused.exit_code == 2
+    assert prompted.exit_code == 0, prompted.output
+    assert "hidden-part" not in prompted.output
+    _ok(["channel", "test", "s"])
+    assert len(http_receiver.on("/services/hidden-part")) == 1
+
+
+def test_rule_is_saved_with_its_filters_and_refused_for_unknown_channels(tmp_path: Path) -> None:
+    secret = tmp_path / "s"
+    secret.write_text("k")
+    _ok(["channel", "add", "hook", "--type", "webhook", "--url", "http://127.0.0.1:9/x",
+         "--secret-file", str(secret)])  # fmt: skip
+    _ok(
+        [
+            "rule", "add", "sec-critical", "--channel", "hook", "--min-severity", "error",
+            "--domain", "security", "--category", "SshBruteForce", "--digest-interval", "120",
+        ]
+    )  # fmt: skip
+    missing = runner.invoke(app, ["rule", "add", "bad", "--channel", "nope"])
+    backwards = runner.invoke(
+        app, ["rule", "add", "bad", "--channel", "hook", "--min-severity", "critical",
+              "--max-severity", "info"]
+    )  # fmt: skip
+
+    (rule,) = json.loads(_ok(["rule", "list", "--json"]))
+    assert rule == {
+        "name": "sec-critical",
+        "enabled": True,
+        "min_severity": "error",
+        "max_severity": "critical",
+        "domains": ["security"],
+        "categories": ["SshBruteForce"],
+        "channels": ["hook"],
+        "digest_interval_s": 120,
+    }
+    assert missing.exit_code == 1
+    assert "no channel named nope" in missing.output
+    assert backwards.exit_code == 1
+    assert "sec-critical" in _ok(["rule", "list"])
+    _ok(["rule", "remove", "sec-critical"])
+    _ok(["channel", "remove", "hook"])
+    assert json.loads(_ok(["rule", "list", "--json"])) == []
+    assert json.loads(_ok(["channel", "list", "--json"])) == []
+    assert json.loads(_ok(["history", "--json"])) == []
