@@ -18,6 +18,7 @@ from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
 from opmas.ingest.service import IngestService
 from opmas.metrics import MetricsResponder
+from opmas.notify.service import Notifier
 from opmas.orchestrator.service import Orchestrator
 from opmas.parser.engine import ParserEngine
 from opmas.parser.service import ParserService
@@ -137,6 +138,8 @@ def _factory(
         return lambda: IngestService.from_settings(resources.settings, resources.bus)
     if name == "orchestrator":
         return lambda: Orchestrator(resources.engine, resources.bus, resources.settings)
+    if name == "notifier":
+        return lambda: Notifier(resources.engine, resources.bus, resources.settings)
     if name in AGENTS:
         ident = AGENTS[name]
         return lambda: DomainAgent(

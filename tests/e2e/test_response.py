@@ -122,8 +122,8 @@ def test_brute_force_lines_become_an_approved_block_run_on_the_router(
     assert done[0]["status"] == "succeeded", json.dumps(view, indent=2)
 
     nft = [call for call in server.calls() if call[0] == "nft"]
-    assert ["nft", "add", "element", "inet", "fw4", "opmas_block", "{", ATTACKER, "timeout",
-            "4h", "}"] in nft, nft  # fmt: skip
+    element = f"{{ {ATTACKER} timeout 14400s }}"
+    assert ["nft", "add", "element", "inet", "fw4", "opmas_block", element] in nft, nft
     states = [h["state"] for h in view["history"]]
     assert states == ["pending", "approved", "running", "succeeded"]
     assert view["history"][1]["by"] == "e2e-admin"

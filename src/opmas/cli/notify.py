@@ -159,8 +159,7 @@ def channel_list(as_json: AsJson = False) -> None:
     if as_json:
         _print_json(views)
         return
-    table = Table("type", "active", "config", "secret")
-    table.columns.insert(0, Column("name", no_wrap=True))
+    table = Table(Column("name", no_wrap=True), "type", "active", "config", "secret")
     for view in views:
         config = json.dumps(view["config"], ensure_ascii=False)
         table.add_row(view["name"], view["type"], str(view["active"]), config, view["secret"])
@@ -235,8 +234,10 @@ def rule_list(as_json: AsJson = False) -> None:
     if as_json:
         _print_json(views)
         return
-    table = Table("enabled", "severity", "domains", "categories", "channels", "digest s")
-    table.columns.insert(0, Column("name", no_wrap=True))
+    table = Table(
+        Column("name", no_wrap=True),
+        *("enabled", "severity", "domains", "categories", "channels", "digest s"),
+    )
     for view in views:
         table.add_row(
             view["name"],

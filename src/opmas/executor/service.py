@@ -116,7 +116,9 @@ class Executor:
     async def _idle(self, stop: asyncio.Event) -> None:
         """Wait for a wake-up, a finished action, `stop` or the next poll."""
         waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
-        await asyncio.wait(waits, timeout=self._settings.poll_s, return_when="FIRST_COMPLETED")
+        await asyncio.wait(
+            waits, timeout=self._settings.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
         for wait in waits:
             wait.cancel()
         self._wake.clear()

@@ -95,15 +95,7 @@ async def run_command(
         async with asyncssh.connect(
             target.address,
             target.port,
-            username=target.user,
-            client_keys=[client_key],
-            known_hosts=_known_hosts(target.host_key),
-            server_host_key_algs=() if target.host_key else list(FIRST_USE_HOST_KEY_ALGS),
-            agent_path=None,
-            config=None,
-            password=None,
-            kbdint_auth=False,
-            connect_timeout=connect_timeout_s,
+            **_options(target, client_key, connect_timeout_s),
         ) as conn:
             if target.host_key is None:
                 presented = conn.get_server_host_key()
@@ -124,6 +116,23 @@ async def run_command(
         "stdout": truncate(_text(completed.stdout)),
         "stderr": truncate(_text(completed.stderr)),
         "duration_s": round(time.monotonic() - started, 3),
+    }
+
+
+def _options(
+    target: SshTarget, client_key: asyncssh.SSHKey, connect_timeout_s: float
+) -> dict[str, Any]:
+    """asyncssh.connect options: only our key, no agent, no ~/.ssh/config, no passwords."""
+    return {
+        "username": target.user,
+        "client_keys": [client_key],
+        "known_hosts": _known_hosts(target.host_key),
+        "server_host_key_algs": () if target.host_key else list(FIRST_USE_HOST_KEY_ALGS),
+        "agent_path": None,
+        "config": None,
+        "password": None,
+        "kbdint_auth": False,
+        "connect_timeout": connect_timeout_s,
     }
 
 

@@ -11,7 +11,7 @@ from opmas.settings import NotifierSettings, Settings
 from tests.integration.notify.peers import HttpReceiver, Mailbox, self_signed_cert, smtp_server
 
 SMTP_USER = "opmas"
-SMTP_PASSWORD = "smtp-pass-Zq81"  # noqa: S105 - the test server's password
+SMTP_PASSWORD = "smtp-pass-Zq81"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.integration.notify.peers import HttpReceiver, Mailbox
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("cli_database")
-HOOK_SECRET = "cli-hook-secret-5521"  # noqa: S105 - test value
+HOOK_SECRET = "cli-hook-secret-5521"
 
 
 def _stored_channels(database_url: str) -> list[str]:
