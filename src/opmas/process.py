@@ -16,6 +16,7 @@ from opmas.agents.registry import AGENTS
 from opmas.agents.service import DomainAgent
 from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
+from opmas.executor.service import Executor
 from opmas.ingest.service import IngestService
 from opmas.metrics import MetricsResponder
 from opmas.notify.service import Notifier
@@ -138,6 +139,8 @@ def _factory(
         return lambda: IngestService.from_settings(resources.settings, resources.bus)
     if name == "orchestrator":
         return lambda: Orchestrator(resources.engine, resources.bus, resources.settings)
+    if name == "executor":
+        return lambda: Executor(resources.engine, resources.bus, resources.settings)
     if name == "notifier":
         return lambda: Notifier(resources.engine, resources.bus, resources.settings)
     if name in AGENTS:
