@@ -132,4 +132,4 @@ def test_brute_force_lines_become_an_approved_block_run_on_the_router(
     for state in states:
         assert state in text
     key_text = key_file.read_text()
-    assert key_text.splitlines()[1] not in up.output(), "the private key never reaches the logs"
+    assert key_text.splitlines()[1] not in up.output, "the private key never reaches the logs"
