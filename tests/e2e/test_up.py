@@ -67,11 +67,28 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     assert status.returncode == 0, status.stdout + status.stderr
     components = {c["name"]: c["status"] for c in report["processes"][0]["components"]}
     assert components == dict.fromkeys(
-        ("api", "maintenance", "store", "parser", "ingest", "agent-health", "agents"), "ACTIVE"
+        (
+            "api",
+            "maintenance",
+            "store",
+            "parser",
+            "ingest",
+            "agent-health",
+            "agents",
+            "orchestrator",
+            "executor",
+            "notifier",
+        ),
+        "ACTIVE",
     )
     children = {c["name"] for p in report["processes"][1:] for c in p["components"]}
     assert children >= {"agent-health", "agent-wifi", "agent-security", "agent-wan"}
-    assert {s["stream"] for s in report["streams"]} >= {"LOGS_RAW", "LOGS_PARSED", "FINDINGS"}
+    assert {s["stream"] for s in report["streams"]} >= {
+        "LOGS_RAW",
+        "LOGS_PARSED",
+        "FINDINGS",
+        "ACTIONS",
+    }
 
     assert up.stop(signal.SIGINT) == 0
     assert servers_using(tmp_path / "data") == []

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Self
+from typing import Any, Self
 
 import structlog
 from prometheus_client import Counter
@@ -49,6 +49,7 @@ class Batch:
 
     allowlist: Allowlist
     playbooks: dict[str, list[Playbook]] = field(default_factory=dict)
+    lookups: dict[object, Any] = field(default_factory=dict)  # devices, agent and rule ids
 
 
 class Orchestrator:
@@ -105,7 +106,7 @@ class Orchestrator:
     async def _process(
         self, session: AsyncSession, finding: FindingMessage, batch: Batch
     ) -> list[int]:
-        stored = await upsert_finding(session, finding)
+        stored = await upsert_finding(session, finding, batch.lookups)
         STORED.inc()
         if stored.incident_id is not None:
             await touch_incident(session, stored.incident_id, finding)

@@ -52,8 +52,12 @@ def event_time(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
-async def upsert_finding(session: AsyncSession, message: FindingMessage) -> StoredFinding:
-    """Insert the finding, or update its row when this version's count is not smaller."""
+async def upsert_finding(
+    session: AsyncSession, message: FindingMessage, memo: dict[object, Any] | None = None
+) -> StoredFinding:
+    """Insert the finding, or update its row when this version's count is not smaller.
+    `memo` keeps device, agent and rule lookups for one transaction."""
+    memo = {} if memo is None else memo
     created_at = event_time(message.finding_ts_utc)
     finding_uuid = uuid.UUID(message.finding_id)
     row = await session.scalar(
@@ -61,7 +65,10 @@ async def upsert_finding(session: AsyncSession, message: FindingMessage) -> Stor
         .where(Finding.finding_uuid == finding_uuid, Finding.created_at == created_at)
         .with_for_update()
     )
-    device = await _device(session, message)
+    device_key = ("device", message.device_hostname, message.device_ip)
+    if device_key not in memo:
+        memo[device_key] = await _device(session, message)
+    device: Device | None = memo[device_key]
     device_id = device.id if device is not None else None
     device_config = device.config if device is not None else None
     last_seen = event_time(message.last_seen_utc) if message.last_seen_utc else created_at
@@ -75,7 +82,10 @@ async def upsert_finding(session: AsyncSession, message: FindingMessage) -> Stor
             row.last_seen_at = last_seen
             await session.flush()
         return StoredFinding(row.id, created_at, False, row.incident_id, device_id, device_config)
-    agent_id, rule_id = await _agent_and_rule(session, message.agent_name, message.rule_name)
+    rule_key = ("rule", message.agent_name, message.rule_name)
+    if rule_key not in memo:
+        memo[rule_key] = await _agent_and_rule(session, message.agent_name, message.rule_name)
+    agent_id, rule_id = memo[rule_key]
     row = Finding(
         created_at=created_at,
         finding_uuid=finding_uuid,

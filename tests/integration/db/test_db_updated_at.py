@@ -81,5 +81,5 @@ async def test_every_table_with_updated_at_has_the_trigger(engine: AsyncEngine) 
             ).scalars()
         )
 
-    assert len(tables) == 18
+    assert len(tables) == 19  # 0005 added action_allowlist
     assert triggered == tables
