@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opmas.messages import Finding as FindingMessage
@@ -112,16 +112,17 @@ async def upsert_finding(
 
 
 async def _device(session: AsyncSession, message: FindingMessage) -> Device | None:
-    names = [c for c in (Device.hostname == message.device_hostname,) if message.device_hostname]
-    if message.device_ip:
-        names.append(Device.ip_address == message.device_ip)
-    if not names:
+    """The router the finding is about: by hostname; by IP only when it names no hostname
+    (several routers may log through one address, and acting on the wrong one is worse
+    than not acting)."""
+    if message.device_hostname:
+        where = Device.hostname == message.device_hostname
+    elif message.device_ip:
+        where = Device.ip_address == message.device_ip
+    else:
         return None
-    found = await session.scalars(select(Device).where(or_(*names)))
-    devices = list(found)
-    by_name = [d for d in devices if d.hostname == message.device_hostname]
-    chosen = by_name or devices
-    return chosen[0] if chosen else None
+    found: Device | None = await session.scalar(select(Device).where(where))
+    return found
 
 
 async def _agent_and_rule(

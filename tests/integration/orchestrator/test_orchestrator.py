@@ -256,3 +256,16 @@ async def test_findings_published_on_the_bus_are_consumed_by_the_running_compone
         stop.set()
         await asyncio.wait_for(task, 10)
     assert await _all(engine, select(Finding.finding_uuid)) == [uuid.UUID(message.finding_id)]
+
+
+async def test_a_router_unknown_by_name_is_not_confused_with_one_sharing_its_address(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    # gw-new logs through r1's address (a relay, NAT): its block must not land on r1
+    await orchestrator.process(
+        finding(device_hostname="gw-new", details={"hostname": "gw-new", "ip": "203.0.113.7"})
+    )
+    [row] = await _all(engine, select(Finding))
+    assert row.device_id is None
+    [action] = await _all(engine, select(IntendedAction))
+    assert action.device_id is None
