@@ -43,6 +43,10 @@ def configure_logging(level: str = "info", fmt: Literal["console", "json"] = "co
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "uvicorn.error", "alembic", "nats", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request URL at INFO, and a Slack webhook URL is a secret; asyncssh logs
+    # each connection and command at INFO
+    for chatty in ("httpx", "httpcore", "asyncssh"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _identity(

@@ -87,7 +87,7 @@ def list_devices(as_json: AsJson = False) -> None:
             (
                 r["hostname"],
                 r["ip_address"],
-                f"{r['ssh_user']}@:{r['ssh_port']}",
+                f"{r['ssh_user']}, port {r['ssh_port']}",
                 r["status"],
                 r["key_fingerprint"],
                 (r["ssh_host_key_pinned_at"] or "-")[:19].replace("T", " "),

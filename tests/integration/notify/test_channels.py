@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from opmas.crypto import SecretBox
+from opmas.logs import configure_logging
 from opmas.models.notify import NotificationChannel
 from opmas.notify.channels import DeliveryError, deliver
 from opmas.notify.render import Message
@@ -95,6 +96,19 @@ async def test_slack_gets_the_text_at_its_secret_url(
 
     (request,) = http_receiver.on("/services/T0/B0/s3cr3t")
     assert request.json() == {"text": f"*{MESSAGE.subject}*\n{MESSAGE.text}"}
+
+
+async def test_the_secret_slack_url_never_reaches_the_logs(
+    http_receiver: HttpReceiver, http: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("debug")
+    channel = _channel("slack", {}, f"{http_receiver.url}/services/T0/B0/l0gged")
+
+    await deliver(channel, MESSAGE, box=BOX, http=http, settings=SETTINGS)
+
+    assert http_receiver.on("/services/T0/B0/l0gged")
+    captured = capsys.readouterr()
+    assert "l0gged" not in captured.out + captured.err
 
 
 async def test_slack_failure_names_the_status_but_not_the_url(
