@@ -120,6 +120,14 @@ async def transition(
 
 async def action_message(session: AsyncSession, action_id: int) -> Action:
     """The bus message describing action `action_id` as it is now in the database."""
+    found = await action_messages(session, [action_id])
+    if not found:
+        raise ActionError(f"no action {action_id}")
+    return found[0]
+
+
+async def action_messages(session: AsyncSession, action_ids: list[int]) -> list[Action]:
+    """`action_message` of several actions in one query, in id order (missing ids skipped)."""
     query = (
         select(
             IntendedAction, Device.hostname, Device.ip_address, Finding.finding_uuid, Playbook.name
@@ -131,29 +139,36 @@ async def action_message(session: AsyncSession, action_id: int) -> Action:
             & (Finding.created_at == IntendedAction.finding_created_at),
         )
         .outerjoin(Playbook, Playbook.id == IntendedAction.playbook_id)
-        .where(IntendedAction.id == action_id)
+        .where(IntendedAction.id.in_(action_ids))
+        .order_by(IntendedAction.id)
+        .execution_options(populate_existing=True)
     )
-    found = (await session.execute(query)).one_or_none()
-    if found is None:
-        raise ActionError(f"no action {action_id}")
-    row, hostname, ip, finding_uuid, playbook = found
-    return Action(
-        action_id=row.id,
-        action_uuid=str(row.action_uuid),
-        state=row.status,
-        action_type=row.action_type,
-        action_config=row.action_config,
-        execution_mode=row.execution_mode,
-        device_hostname=hostname,
-        device_ip=str(ip) if ip is not None else None,
-        finding_uuid=str(finding_uuid) if finding_uuid is not None else None,
-        incident_id=row.incident_id,
-        playbook=playbook,
-        description=row.description,
-        attempts=row.attempts,
-        result=row.result,
-        ts_utc=iso_utc(datetime.now(UTC).timestamp()),
-    )
+    now = iso_utc(datetime.now(UTC).timestamp())
+    return [
+        Action(
+            action_id=row.id,
+            action_uuid=str(row.action_uuid),
+            state=row.status,
+            action_type=row.action_type,
+            action_config=row.action_config,
+            execution_mode=row.execution_mode,
+            device_hostname=hostname,
+            device_ip=str(ip) if ip is not None else None,
+            finding_uuid=str(finding_uuid) if finding_uuid is not None else None,
+            incident_id=row.incident_id,
+            playbook=playbook,
+            description=row.description,
+            attempts=row.attempts,
+            result=row.result,
+            ts_utc=now,
+        )
+        for row, hostname, ip, finding_uuid, playbook in await session.execute(query)
+    ]
+
+
+def action_msg_id(message: Action) -> str:
+    """Nats-Msg-Id of a transition: a repeat of the same one is stored once."""
+    return f"{message.action_uuid}:{message.state}:{message.attempts}"
 
 
 async def publish_action(bus: Bus, message: Action) -> None:
@@ -162,5 +177,5 @@ async def publish_action(bus: Bus, message: Action) -> None:
         bus,
         bus.subjects.actions(message.state),
         msgspec.json.encode(message),
-        msg_id=f"{message.action_uuid}:{message.state}:{message.attempts}",
+        msg_id=action_msg_id(message),
     )

@@ -57,43 +57,57 @@ async def active_playbooks(session: AsyncSession, trigger: str) -> list[Playbook
     return list((await session.scalars(query)).all())
 
 
-async def propose(
+async def plan(
     session: AsyncSession,
     trigger: str,
     context: Mapping[str, Any],
     origin: Origin,
     allowlist: Allowlist,
     pending_ttl_s: float,
-    cache: dict[str, list[Playbook]] | None = None,
-) -> list[int]:
-    """Create the actions of every active playbook of `trigger` whose conditions hold;
-    return the ids created (none for a redelivery: `dedupe_key` is unique). Flush only.
-    `cache` keeps the playbooks read per trigger (for one transaction)."""
-    cache = {} if cache is None else cache
+    cache: dict[str, list[Playbook]],
+) -> list[dict[str, Any]]:
+    """The `intended_actions` rows of every active playbook of `trigger` whose conditions
+    hold (not yet written: see `save_actions`). `cache` keeps the playbooks per trigger for
+    one transaction."""
     if trigger not in cache:
         cache[trigger] = await active_playbooks(session, trigger)
-    created: list[int] = []
+    rows: list[dict[str, Any]] = []
     for playbook in cache[trigger]:
         if not matches(playbook.trigger_conditions, context):
             continue
         for step in playbook.steps:
-            action_id = await _create(
-                session, playbook, step, context, origin, allowlist, pending_ttl_s
-            )
-            if action_id is not None:
-                created.append(action_id)
-    return created
+            row = _row(playbook, step, context, origin, allowlist, pending_ttl_s)
+            if row is not None:
+                rows.append(row)
+    return rows
 
 
-async def _create(
-    session: AsyncSession,
+async def save_actions(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the planned rows in one statement; return the ids created (a redelivery
+    creates none: `dedupe_key` is unique)."""
+    if not rows:
+        return []
+    created = await session.execute(
+        insert(IntendedAction)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(IntendedAction.id, IntendedAction.status)
+    )
+    ids: list[int] = []
+    for action_id, status in created:
+        PROPOSED.labels(status).inc()
+        ids.append(action_id)
+    return sorted(ids)
+
+
+def _row(
     playbook: Playbook,
     step: PlaybookStep,
     context: Mapping[str, Any],
     origin: Origin,
     allowlist: Allowlist,
     pending_ttl_s: float,
-) -> int | None:
+) -> dict[str, Any] | None:
     try:
         config = render(step.action_config, context)
         description = render(step.description or playbook.name, context)
@@ -148,12 +162,4 @@ async def _create(
         "decided_by": "playbook" if state == "approved" else ("allowlist" if note else None),
         "history": history,
     }
-    inserted = await session.scalar(
-        insert(IntendedAction)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(IntendedAction.id)
-    )
-    if inserted is not None:
-        PROPOSED.labels(state).inc()
-    return inserted
+    return values

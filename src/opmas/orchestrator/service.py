@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import msgspec
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import select
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PullConsumer
+from opmas.bus.publish import Publisher
 from opmas.bus.subjects import ActionState
 from opmas.db.engine import session_factory
 from opmas.messages import Finding as FindingMessage
@@ -25,10 +28,16 @@ from opmas.messages import finding_decoder
 from opmas.models import IntendedAction, Playbook
 from opmas.orchestrator.allowlist import Allowlist, load_allowlist
 from opmas.orchestrator.correlate import finding_context, group_of, incident_context
-from opmas.orchestrator.lifecycle import action_message, publish_action, transition
+from opmas.orchestrator.lifecycle import action_messages, action_msg_id, transition
 from opmas.orchestrator.playbooks import ensure_default_playbooks
-from opmas.orchestrator.propose import Origin, propose
-from opmas.orchestrator.store import attach, touch_incident, upsert_finding
+from opmas.orchestrator.propose import Origin, plan, save_actions
+from opmas.orchestrator.store import (
+    Attached,
+    StoredFinding,
+    attach_all,
+    touch_incidents,
+    upsert_findings,
+)
 from opmas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -41,15 +50,6 @@ INCIDENTS = Counter(
     ["incident_type"],
 )
 EXPIRED = Counter("opmas_orchestrator_actions_expired_total", "Proposals nobody decided on.")
-
-
-@dataclass
-class Batch:
-    """What one transaction reads once: the allowlist, the playbooks of each trigger."""
-
-    allowlist: Allowlist
-    playbooks: dict[str, list[Playbook]] = field(default_factory=dict)
-    lookups: dict[object, Any] = field(default_factory=dict)  # devices, agent and rule ids
 
 
 class Orchestrator:
@@ -69,7 +69,7 @@ class Orchestrator:
         if added:
             log.info("default playbooks loaded", playbooks=added)
         self._consumer = PullConsumer(
-            self._bus, self._bus.subjects.findings_stream, DURABLE, batch=64
+            self._bus, self._bus.subjects.findings_stream, DURABLE, batch=256
         )
         await self._consumer.__aenter__()
         return self
@@ -94,79 +94,82 @@ class Orchestrator:
         await self.process(*(finding_decoder.decode(msg.data) for msg in msgs))
 
     async def process(self, *findings: FindingMessage) -> list[int]:
-        """Store, correlate and answer findings; return the ids of the actions created."""
-        created: list[int] = []
+        """Store, correlate and answer findings in one transaction, then publish the actions
+        created; return their ids."""
         async with self._sessions() as session, session.begin():
-            batch = Batch(await load_allowlist(session))
-            for finding in findings:
-                created += await self._process(session, finding, batch)
+            created = await self._process(session, findings)
         await self._publish(created)
         return created
 
     async def _process(
-        self, session: AsyncSession, finding: FindingMessage, batch: Batch
+        self, session: AsyncSession, findings: Sequence[FindingMessage]
     ) -> list[int]:
-        stored = await upsert_finding(session, finding, batch.lookups)
-        STORED.inc()
-        if stored.incident_id is not None:
-            await touch_incident(session, stored.incident_id, finding)
-            return []
-        group = group_of(finding, self._settings)
-        attached = await attach(session, stored, finding, group, self._settings)
-        if attached.new_type is not None:
-            INCIDENTS.labels(attached.new_type).inc()
-        allowlist = batch.allowlist
-        context = finding_context(finding, stored.device_config)
-        created: list[int] = []
-        if stored.inserted:
-            origin = Origin(
-                stored.id,
-                stored.created_at,
-                attached.incident_id,
-                stored.device_id,
-                finding.device_hostname,
-                f"finding:{finding.finding_id}",
+        stored = await upsert_findings(session, findings)
+        STORED.inc(len(stored))
+        await touch_incidents(session, [s for s in stored if s.incident_id is not None])
+        fresh = [(s, group_of(s.message, self._settings)) for s in stored if s.incident_id is None]
+        attached = await attach_all(session, fresh, self._settings)
+        allowlist = await load_allowlist(session)
+        playbooks: dict[str, list[Playbook]] = {}
+        rows: list[dict[str, Any]] = []
+        for (found, _), joined in zip(fresh, attached, strict=True):
+            rows += await self._plan(session, found, joined, allowlist, playbooks)
+        return await save_actions(session, rows)
+
+    async def _plan(
+        self,
+        session: AsyncSession,
+        found: StoredFinding,
+        joined: Attached,
+        allowlist: Allowlist,
+        playbooks: dict[str, list[Playbook]],
+    ) -> list[dict[str, Any]]:
+        """The actions a new finding calls for, and those of its incident's new type."""
+        message = found.message
+        context = finding_context(message, found.device_config)
+        ttl = self._settings.pending_ttl_s
+        origin = Origin(
+            found.id,
+            found.created_at,
+            joined.incident_id,
+            found.device_id,
+            message.device_hostname,
+            f"finding:{message.finding_id}",
+        )
+        rows: list[dict[str, Any]] = []
+        if found.inserted:
+            rows += await plan(
+                session, message.finding_type, context, origin, allowlist, ttl, playbooks
             )
-            created += await propose(
+        if joined.new_type is not None:
+            INCIDENTS.labels(joined.new_type).inc()
+            scope = f"incident:{joined.incident_id}:{joined.new_type}"
+            ctx = incident_context(context, joined.incident_id, joined.new_type, joined.details)
+            rows += await plan(
                 session,
-                finding.finding_type,
-                context,
-                origin,
-                allowlist,
-                self._settings.pending_ttl_s,
-                batch.playbooks,
-            )
-        if attached.new_type is not None:
-            scope = f"incident:{attached.incident_id}:{attached.new_type}"
-            origin = Origin(
-                stored.id,
-                stored.created_at,
-                attached.incident_id,
-                stored.device_id,
-                finding.device_hostname,
-                scope,
-            )
-            ctx = incident_context(
-                context, attached.incident_id, attached.new_type, attached.details
-            )
-            created += await propose(
-                session,
-                attached.new_type,
+                joined.new_type,
                 ctx,
-                origin,
+                replace(origin, dedupe_scope=scope),
                 allowlist,
-                self._settings.pending_ttl_s,
-                batch.playbooks,
+                ttl,
+                playbooks,
             )
-        return created
+        return rows
 
     async def _publish(self, action_ids: list[int]) -> None:
+        """Every created or changed action on actions.<state>, pipelined."""
         if not action_ids:
             return
         async with self._sessions() as session:
-            messages = [await action_message(session, action_id) for action_id in action_ids]
+            messages = await action_messages(session, action_ids)
+        publisher = Publisher(self._bus)
         for message in messages:
-            await publish_action(self._bus, message)
+            await publisher.publish(
+                self._bus.subjects.actions(message.state),
+                msgspec.json.encode(message),
+                msg_id=action_msg_id(message),
+            )
+        await publisher.flush()
 
     async def _expire_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -269,3 +269,20 @@ async def test_a_router_unknown_by_name_is_not_confused_with_one_sharing_its_add
     assert row.device_id is None
     [action] = await _all(engine, select(IntendedAction))
     assert action.device_id is None
+
+
+async def test_one_batch_with_three_routers_and_a_repeat_gives_one_incident_and_no_duplicates(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    batch = [
+        finding(device_hostname=f"r{n}", details={"hostname": f"r{n}", "ip": "203.0.113.7"})
+        for n in (1, 2, 3)
+    ]
+    grown = msgspec.structs.replace(batch[0], count=12)
+    await orchestrator.process(*batch, grown, batch[0])
+    rows = await _all(engine, select(Finding).order_by(Finding.device_hostname))
+    assert [(r.device_hostname, r.count) for r in rows] == [("r1", 12), ("r2", 5), ("r3", 5)]
+    [incident] = await _all(engine, select(Incident))
+    assert (incident.incident_type, incident.finding_count) == ("fleet_attack", 3)
+    types = await _all(engine, select(IntendedAction.action_type))
+    assert sorted(types) == ["notify", "ssh_command", "ssh_command", "ssh_command"]
