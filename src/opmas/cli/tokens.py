@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opmas.cli.context import console, err_console, load_settings
-from opmas.db.engine import create_engine, session_factory
-from opmas.embedded import embedded_services
-from opmas.errors import OpmasError
+from opmas.cli import render
+from opmas.cli.context import console, err_console
 from opmas.ingest import tokens
 from opmas.ingest.tokens import SHOWN_PREFIX_CHARS as SHOWN_PREFIX
 
 app = typer.Typer(help="Ingest tokens for POST /api/v1/logs.", no_args_is_help=True)
-
-T = TypeVar("T")
-
-
-def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one committed session on the configured (or embedded) database."""
-    settings = load_settings()
-
-    async def _run() -> T:
-        async with embedded_services(settings, with_nats=False) as endpoints:
-            engine = create_engine(endpoints.database_url, settings.database)
-            try:
-                async with session_factory(engine)() as session:
-                    result = await work(session)
-                    await session.commit()
-                    return result
-            finally:
-                await engine.dispose()
-
-    try:
-        return asyncio.run(_run())
-    except OpmasError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -60,7 +32,7 @@ def create(
     async def _create(session: AsyncSession) -> tuple[str, tokens.TokenInfo]:
         return await tokens.create_token(session, name, device=device, expires_days=expires_days)
 
-    token, info = _with_session(_create)
+    token, info = render.with_session(_create)
     typer.echo(token)
     expiry = f", expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""
     err_console.print(
@@ -72,7 +44,7 @@ def create(
 @app.command("list")
 def list_() -> None:
     """List every token: name, prefix, device, state, last use (never the secret)."""
-    rows = _with_session(tokens.list_tokens)
+    rows = render.with_session(tokens.list_tokens)
     now = datetime.now(UTC)
     table = Table("id", "name", "device", "state", "created", "expires", "last used")
     table.add_column("prefix", no_wrap=True, min_width=SHOWN_PREFIX + 1)
@@ -99,7 +71,7 @@ def revoke(
     async def _revoke(session: AsyncSession) -> tokens.TokenInfo:
         return await tokens.revoke_token(session, name)
 
-    info = _with_session(_revoke)
+    info = render.with_session(_revoke)
     console.print(f"token {info.name} revoked")
 
 
