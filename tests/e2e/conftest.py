@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,21 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.peers.ports import free_port
+
+__all__ = ["OPMAS", "OpmasProcess", "free_port"]
+
 OPMAS = str(Path(sys.executable).parent / "opmas")
-
-
-def free_port() -> int:
-    """A port free now, below Linux's ephemeral range (32768-60999): the servers a test
-    starts afterwards bind port 0 and open connections there, so they cannot take it."""
-    for _ in range(200):
-        port = random.randrange(20_000, 32_000)  # noqa: S311 - a port, not a secret
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
 
 
 class OpmasProcess:

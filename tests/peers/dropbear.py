@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tests.peers.ports import free_port
+
 ROUTER_USER = "opmas-router"
 ROUTER_HOME = Path("/var/lib/opmas-router")
 FAKE_COMMANDS = ("nft", "wifi", "ubus", "ifup", "reboot")
@@ -58,13 +60,6 @@ PATH=@BASE@/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def login_account() -> pwd.struct_passwd:

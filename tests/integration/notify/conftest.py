@@ -34,7 +34,7 @@ def smtp_port(tls_files: tuple[Path, Path], mailbox: Mailbox) -> Iterator[int]:
 
 @pytest.fixture
 def http_receiver() -> Iterator[HttpReceiver]:
-    with HttpReceiver() as receiver:
+    with HttpReceiver.start() as receiver:
         yield receiver
 
 

@@ -1,20 +1,15 @@
 """Real peers on loopback for the notifier's tests: an SMTP server (aiosmtpd, STARTTLS and
-AUTH) and an HTTP server that records what it receives and answers as told."""
+AUTH); the HTTP receiver is `tests.peers.http.HttpReceiver`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message as EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.peers.http import HttpReceiver
+from tests.peers.ports import free_port
+
+__all__ = ["HttpReceiver", "Mailbox", "free_port", "self_signed_cert", "smtp_server"]
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -59,13 +59,6 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -116,60 +109,3 @@ def smtp_server(cert: Path, key: Path, mailbox: Mailbox) -> Iterator[int]:
         yield port
     finally:
         controller.stop()
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class HttpReceiver:
-    """An HTTP server on 127.0.0.1 recording every POST; answers `statuses` in order, then
-    `default_status`."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.statuses: list[int] = []
-        self.default_status = 200
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.requests.append(
-                        Request(self.path, dict(self.headers.items()), body, time.monotonic())
-                    )
-                    status = receiver.statuses.pop(0) if receiver.statuses else None
-                self.send_response(status or receiver.default_status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def on(self, path: str) -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if r.path == path]
-
-    def __enter__(self) -> HttpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
