@@ -121,27 +121,8 @@ def _row(
         return None
     now = datetime.now(UTC)
     mode = step.execution_mode or playbook.execution_mode
-    state, note = ("approved", "auto step") if mode == "auto" else ("pending", None)
-    history: list[dict[str, Any]] = [
-        {
-            "state": "pending",
-            "at": now.isoformat(),
-            "by": "orchestrator",
-            "note": f"playbook {playbook.name} step {step.step_number}",
-        }
-    ]
     protected = allowlist.check_action(step.action_type, config, origin.device_hostname)
-    if protected is not None:
-        state, note = "rejected", f"target allowlisted: {protected}"
-    if state != "pending":
-        history.append(
-            {
-                "state": state,
-                "at": now.isoformat(),
-                "by": "playbook" if state == "approved" else "allowlist",
-                "note": note,
-            }
-        )
+    state, decided_by, history = _start(playbook, step, mode, protected, now)
     values = {
         "finding_id": origin.finding_id,
         "finding_created_at": origin.finding_created_at,
@@ -159,7 +140,27 @@ def _row(
         "dedupe_key": f"{playbook.id}:{step.step_number}:{origin.dedupe_scope}",
         "expires_at": now + timedelta(seconds=pending_ttl_s) if state == "pending" else None,
         "decided_at": now if state != "pending" else None,
-        "decided_by": "playbook" if state == "approved" else ("allowlist" if note else None),
+        "decided_by": decided_by,
         "history": history,
     }
     return values
+
+
+def _start(
+    playbook: Playbook, step: PlaybookStep, mode: str, protected: str | None, now: datetime
+) -> tuple[str, str | None, list[dict[str, Any]]]:
+    """The state an action starts in, who decided it, and its first history entries:
+    pending (manual), approved by the playbook (auto), or rejected by the allowlist."""
+    at = now.isoformat()
+    note = f"playbook {playbook.name} step {step.step_number}"
+    history: list[dict[str, Any]] = [
+        {"state": "pending", "at": at, "by": "orchestrator", "note": note}
+    ]
+    if protected is not None:
+        note = f"target allowlisted: {protected}"
+        history.append({"state": "rejected", "at": at, "by": "allowlist", "note": note})
+        return "rejected", "allowlist", history
+    if mode == "auto":
+        history.append({"state": "approved", "at": at, "by": "playbook", "note": "auto step"})
+        return "approved", "playbook", history
+    return "pending", None, history
