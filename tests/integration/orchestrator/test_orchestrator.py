@@ -18,6 +18,7 @@ from opmas.bus.publish import publish
 from opmas.messages import Finding as FindingMessage
 from opmas.messages import action_decoder, iso_utc
 from opmas.models import AllowlistEntry, Device, Finding, Incident, IntendedAction, Playbook
+from opmas.orchestrator.playbooks import PlaybookSpec, save_playbook
 from opmas.orchestrator.service import Orchestrator
 from opmas.settings import Settings
 
@@ -286,3 +287,49 @@ async def test_one_batch_with_three_routers_and_a_repeat_gives_one_incident_and_
     assert (incident.incident_type, incident.finding_count) == ("fleet_attack", 3)
     types = await _all(engine, select(IntendedAction.action_type))
     assert sorted(types) == ["notify", "ssh_command", "ssh_command", "ssh_command"]
+
+
+async def test_an_auto_step_in_a_manual_playbook_runs_without_approval(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    spec = PlaybookSpec.model_validate(
+        {
+            "name": "wan-flap-ifup",
+            "trigger_type": "LinkFlapping",
+            "trigger_conditions": {"details": {"interface": "wan"}},
+            "steps": [
+                {"action_type": "ssh_command", "action_config": {"template": "ifup",
+                 "args": {"interface": "{interface}"}}, "execution_mode": "auto"},
+                {"action_type": "ssh_command", "action_config": {"template": "reboot"}},
+            ],
+        }
+    )  # fmt: skip
+    async with AsyncSession(engine) as session, session.begin():
+        await save_playbook(session, spec)
+    flap = finding(
+        agent_name="WanAgent",
+        domain="wan",
+        finding_type="LinkFlapping",
+        rule_name="wan-link-flapping",
+        description="wan flapping",
+        details={"hostname": "r1", "interface": "wan"},
+    )
+    await orchestrator.process(flap)
+    actions = await _all(
+        engine, select(IntendedAction).where(IntendedAction.playbook_id.is_not(None))
+    )
+    by_step = {a.action_config["template"]: a for a in actions if a.action_type == "ssh_command"}
+    assert by_step["ifup"].status == "approved"
+    assert by_step["ifup"].action_config["args"] == {"interface": "wan"}
+    assert by_step["reboot"].status == "pending"
+
+
+async def test_a_finding_after_its_incident_was_resolved_opens_a_new_one(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    await orchestrator.process(finding())
+    async with engine.begin() as conn:
+        await conn.execute(update(Incident).values(status="resolved"))
+    await orchestrator.process(finding())
+    incidents = await _all(engine, select(Incident).order_by(Incident.id))
+    assert [i.status for i in incidents] == ["resolved", "new"]
