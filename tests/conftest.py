@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,18 +34,24 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def pg_admin_url() -> AsyncIterator[str]:
     """URL of a PostgreSQL server's `postgres` database: embedded, or OPMAS_TEST_DATABASE_URL."""
     external = os.environ.get("OPMAS_TEST_DATABASE_URL")
     if external:
         yield _with_database(external, "postgres")
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), EmbeddedSettings(), durable=False)
-    url = await server.start()
+    # Not under pytest's basetemp: run as root, PostgreSQL drops to its own user and needs to
+    # traverse the parents, and another pytest session resets /tmp/pytest-of-root to 0700.
+    data = Path(tempfile.mkdtemp(prefix="opmas-test-pg-"))
+    server = EmbeddedPostgres(data, EmbeddedSettings(), durable=False)
     try:
-        yield _with_database(url, "postgres")
+        url = await server.start()
+        try:
+            yield _with_database(url, "postgres")
+        finally:
+            await server.stop()
     finally:
-        await server.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

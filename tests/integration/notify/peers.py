@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +92,10 @@ class Mailbox:
 def smtp_server(cert: Path, key: Path, mailbox: Mailbox) -> Iterator[int]:
     """An SMTP server on 127.0.0.1 that requires STARTTLS and AUTH; yields its port."""
     import ssl
+
+    # aiosmtpd logs each connection at INFO from its own thread, also after pytest closed
+    # the captured stream of the test ("--- Logging error ---")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
