@@ -30,9 +30,24 @@ def signed_headers(secret: bytes, body: bytes, *, now: float | None = None) -> d
     }
 
 
-def verify(secret: bytes, body: bytes, headers: dict[str, str]) -> bool:
-    """True when `headers` carry a valid signature of `body` (what a receiver does)."""
+def verify(
+    secret: bytes,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    max_age_s: float = 300.0,
+    now: float | None = None,
+) -> bool:
+    """True when `headers` carry a valid signature of `body`, signed at most `max_age_s`
+    seconds from now (either way): what a receiver does, so a captured request cannot be
+    replayed later."""
     lowered = {k.lower(): v for k, v in headers.items()}
     timestamp = lowered.get(TIMESTAMP_HEADER.lower(), "")
     given = lowered.get(SIGNATURE_HEADER.lower(), "")
-    return hmac.compare_digest(given, signature(secret, timestamp, body))
+    if not hmac.compare_digest(given, signature(secret, timestamp, body)):
+        return False
+    try:
+        signed_at = int(timestamp)
+    except ValueError:
+        return False
+    return abs((time.time() if now is None else now) - signed_at) <= max_age_s
