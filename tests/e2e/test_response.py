@@ -108,6 +108,13 @@ def test_brute_force_lines_become_an_approved_block_run_on_the_router(
     assert len(pending) == 1
     action_id = str(pending[0]["id"])
     assert server.calls() == [], "nothing runs before approval"
+    work = json.loads(
+        subprocess.run(
+            [OPMAS, "status", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True
+        ).stdout
+    )["work"]
+    assert work["actions"] == {"pending": 1}
+    assert work["incidents"] == {"new": 1}
 
     cli(env, tmp_path, "actions", "approve", action_id, "--by", "e2e-admin")
     done = wait_for(

@@ -9,6 +9,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.bus.connect import connect_bus
 from opmas.bus.streams import stream_report
@@ -48,10 +51,30 @@ async def gather_status(settings: Settings, endpoints: Endpoints) -> dict[str, A
         except OpmasError as exc:
             readiness = None
             report["nats_error"] = str(exc)
+        report["work"] = await work_queue(engine)
     finally:
         await engine.dispose()
     report["readiness"] = readiness.as_dict() if readiness else {"ready": False, "nats": False}
     return report
+
+
+WORK_QUERIES = {
+    "actions": "SELECT status, count(*) FROM intended_actions GROUP BY status",
+    "incidents": "SELECT status, count(*) FROM incidents GROUP BY status",
+    "notifications": "SELECT status, count(*) FROM notification_history GROUP BY status",
+}
+
+
+async def work_queue(engine: AsyncEngine) -> dict[str, dict[str, int]] | None:
+    """Counts by status of actions, incidents and notifications (None: database down)."""
+    try:
+        async with engine.connect() as conn:
+            return {
+                name: {row[0]: row[1] for row in await conn.execute(text(query))}
+                for name, query in WORK_QUERIES.items()
+            }
+    except (DBAPIError, OSError):
+        return None
 
 
 def status(
@@ -109,3 +132,13 @@ def _print(report: dict[str, Any]) -> None:
         for c in stream["consumers"]:
             streams.add_row(*size, c["durable"], str(c["num_pending"]), str(c["num_ack_pending"]))
     console.print(streams)
+    work = report.get("work")
+    if work:
+        pending = work["actions"].get("pending", 0)
+        open_incidents = work["incidents"].get("new", 0) + work["incidents"].get("acknowledged", 0)
+        failed = work["actions"].get("failed", 0) + work["actions"].get("timed_out", 0)
+        console.print(
+            f"to do     {pending} action(s) waiting for approval (opmas actions list --status"
+            f" pending), {open_incidents} open incident(s), {failed} action(s) failed,"
+            f" {work['notifications'].get('failed', 0)} notification(s) failed"
+        )
