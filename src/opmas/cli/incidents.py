@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opmas.cli import render
@@ -45,7 +45,9 @@ async def get_incident(session: AsyncSession, ref: str, *, for_update: bool = Fa
 def list_incidents(
     status: Status = None,
     severity: Severity = None,
-    device: Annotated[str | None, typer.Option(help="Only this device hostname.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Only incidents on this router (hostname), fleet-wide too.")
+    ] = None,
     limit: Limit = 50,
     as_json: AsJson = False,
 ) -> None:
@@ -57,8 +59,10 @@ def list_incidents(
         query = query.where(Incident.status == status)
     if severity:
         query = query.where(Incident.severity.in_(severities_from(severity)))
-    if device:
-        query = query.join(Device, Device.id == Incident.device_id).where(Device.hostname == device)
+    if device:  # the incident's router, or one of the routers a fleet-wide incident names
+        query = query.outerjoin(Device, Device.id == Incident.device_id).where(
+            or_(Device.hostname == device, Incident.details["devices"].contains([device]))
+        )
 
     async def _fetch(session: AsyncSession) -> list[Incident]:
         return list((await session.scalars(query.limit(limit))).all())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from opmas.cli import findings as findings_cli
 from opmas.cli.incidents import app
-from tests.integration.cli.conftest import Seeded
+from opmas.models import Incident
+from tests.integration.cli.conftest import Seeded, run_db
 
 runner = CliRunner()
 
@@ -28,6 +30,27 @@ def test_list_filters_by_status_and_device(seeded: Seeded) -> None:
     none = runner.invoke(app, ["list", "--json", "--status", "resolved"])
     assert json.loads(none.output) == []
     assert runner.invoke(app, ["list", "--status", "closed"]).exit_code == 2
+
+
+def test_list_by_device_finds_a_fleet_incident_naming_that_router(
+    seeded: Seeded, cli_database: str
+) -> None:
+    async def _fleet(session: AsyncSession) -> int:
+        incident = Incident(
+            title="Attack from 203.0.113.7 on 2 routers",
+            incident_type="fleet_attack",
+            severity="error",
+            details={"devices": ["gw", "gw-far"], "attacker_ip": "203.0.113.7"},
+        )
+        session.add(incident)
+        await session.flush()
+        return incident.id
+
+    fleet_id = run_db(cli_database, _fleet)
+    listed = runner.invoke(app, ["list", "--json", "--device", "gw-far"])
+    assert [i["id"] for i in json.loads(listed.output)] == [fleet_id]
+    both = runner.invoke(app, ["list", "--json", "--device", "gw"])
+    assert {i["id"] for i in json.loads(both.output)} == {fleet_id, seeded.incident_id}
 
 
 def test_assign_and_comment_show_up_in_show(seeded: Seeded) -> None:
