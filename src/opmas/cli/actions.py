@@ -1,11 +1,13 @@
-"""`opmas actions`: the actions the orchestrator proposed; list, show, and approve or reject
-them. A decision is committed, then published on `actions.<state>` so the executor starts at
-once.
+"""`opmas actions`: the actions the orchestrator proposed; list, show, approve or reject
+them, retry a failed one. A decision is committed, then published on `actions.<state>` so the
+executor starts at once; `--wait` then follows the action to its outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -20,12 +22,31 @@ from opmas.cli.findings import AsJson, By, Limit, check_choice
 from opmas.errors import OpmasError
 from opmas.models import Device, IntendedAction, Playbook
 from opmas.models.actions import ACTION_STATUSES
-from opmas.orchestrator.lifecycle import action_message, publish_action, transition
+from opmas.orchestrator.lifecycle import (
+    FINAL_STATES,
+    RETRY_SOURCES,
+    action_message,
+    publish_action,
+    transition,
+)
 
 app = typer.Typer(help="Intended actions: review, approve, reject.", no_args_is_help=True)
 
 Refs = Annotated[list[str], typer.Argument(help="Ids, uuids or unique uuid prefixes.")]
 RESULT_FIELDS = ("exit_status", "duration", "duration_s", "error", "command")
+Wait = Annotated[
+    bool,
+    typer.Option("--wait", help="Wait for the outcome and print it; exit 1 unless it succeeded."),
+]
+WaitTimeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout", min=1, help="With --wait: give up after this many seconds (exit 124)."
+    ),
+]
+WAIT_POLL_S = 0.5
+WAIT_TIMED_OUT = 124  # as timeout(1)
+STDERR_TAIL = 5  # lines of stderr shown by --wait
 
 
 async def get_action(session: AsyncSession, ref: str) -> IntendedAction:
@@ -141,39 +162,145 @@ def _print_result(result: dict[str, Any] | None, attempts: int) -> None:
             console.print(str(result[stream]).rstrip("\n"), markup=False, highlight=False)
 
 
-def decide(refs: list[str], to: ActionState, by: str, note: str | None) -> None:
+def decide(
+    refs: list[str],
+    to: ActionState,
+    by: str,
+    note: str | None,
+    *,
+    wait_s: float | None = None,
+    retry: bool = False,
+) -> None:
     """Move each action to `to` in its own transaction, then publish it; exit 1 if any failed.
+    With `wait_s`, then wait for each action's outcome and print it (`report_outcomes`).
 
     The bus is connected first, so that nothing changes when it is down.
     """
 
-    async def _work(session: AsyncSession, bus: Bus) -> list[str]:
+    async def _work(session: AsyncSession, bus: Bus) -> tuple[list[str], list[Outcome]]:
         errors: list[str] = []
+        decided: list[int] = []
+        sources = RETRY_SOURCES if retry else None
         for ref in refs:
             try:
                 action_id = (await get_action(session, ref)).id
-                await transition(session, action_id, to, by=by, note=note)
+                await transition(session, action_id, to, by=by, note=note, sources=sources)
                 await session.commit()
             except OpmasError as exc:
                 await session.rollback()
-                errors.append(str(exc))
+                errors.append(
+                    f"{exc} (only a failed or timed_out one is retried)" if retry else str(exc)
+                )
                 continue
-            console.print(f"action {action_id} {to}")
+            decided.append(action_id)
+            console.print(f"action {action_id} {'retried: ' if retry else ''}{to}")
             try:
                 await publish_action(bus, await action_message(session, action_id))
             except OpmasError as exc:
                 errors.append(f"action {action_id} is {to} but was not published: {exc}")
-        return errors
+        outcomes = await wait_outcomes(session, decided, wait_s) if wait_s else []
+        return errors, outcomes
 
-    errors = render.with_session_and_bus(_work)
+    errors, outcomes = render.with_session_and_bus(_work)
+    code = report_outcomes(outcomes, wait_s) if wait_s else 0
     if errors:
         render.fail("; ".join(errors))
+    if code:
+        raise typer.Exit(code)
+
+
+Outcome = tuple[int, str | None, dict[str, Any] | None, str | None]  # id, status, result, note
+
+
+async def wait_outcomes(
+    session: AsyncSession, action_ids: list[int], timeout_s: float
+) -> list[Outcome]:
+    """Poll until every action reached a final state or `timeout_s` passed; each action's
+    (id, status, result, last note), status None when it had not finished."""
+    deadline = time.monotonic() + timeout_s
+    final = {str(state) for state in FINAL_STATES}
+    done: dict[int, Outcome] = {}
+    while True:
+        await session.rollback()  # a fresh snapshot each time
+        left = [i for i in action_ids if i not in done]
+        rows = await session.execute(
+            select(
+                IntendedAction.id,
+                IntendedAction.status,
+                IntendedAction.result,
+                IntendedAction.history,
+            ).where(IntendedAction.id.in_(left))
+        )
+        for action_id, status, result, history in rows:
+            if status in final:
+                note = history[-1].get("note") if history else None
+                done[action_id] = (action_id, status, result, note)
+        if len(done) == len(action_ids) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(WAIT_POLL_S)
+    return [done.get(i, (i, None, None, None)) for i in action_ids]
+
+
+def report_outcomes(outcomes: list[Outcome], timeout_s: float) -> int:
+    """Print each outcome (exit status and stderr tail of a failure); the exit code: 0 when
+    all succeeded, 124 when one had not finished, else 1."""
+    code = 0
+    for action_id, status, result, note in outcomes:
+        if status is None:
+            console.print(
+                f"action {action_id} not finished after {timeout_s:g} s; "
+                f"see `opmas actions show {action_id}`"
+            )
+            code = WAIT_TIMED_OUT
+            continue
+        console.print(f"action {action_id} {status}: {_summary(result, note)}", highlight=False)
+        stderr = str((result or {}).get("stderr") or "").rstrip("\n")
+        if status != "succeeded" and stderr:
+            for line in stderr.splitlines()[-STDERR_TAIL:]:
+                console.print(f"  stderr: {line}", markup=False, highlight=False)
+        if status != "succeeded" and code == 0:
+            code = 1
+    return code
+
+
+def _summary(result: dict[str, Any] | None, note: str | None) -> str:
+    if not result:
+        return note or "no result"
+    parts = []
+    if result.get("exit_status") is not None:
+        parts.append(f"exit status {result['exit_status']}")
+    if result.get("error"):
+        parts.append(str(result["error"]))
+    attempts = [a for a in result.get("attempts", []) if a.get("attempt", 0) > 0]
+    parts.append(f"{len(attempts)} attempt(s)")
+    if result.get("duration_s") is not None:
+        parts.append(f"{result['duration_s']} s")
+    return ", ".join(parts)
 
 
 @app.command()
-def approve(refs: Refs, by: By = None) -> None:
+def approve(refs: Refs, by: By = None, wait: Wait = False, timeout: WaitTimeout = 120) -> None:
     """Approve pending actions; the executor runs them at once."""
-    decide(refs, ActionState.APPROVED, by or render.current_user(), None)
+    decide(
+        refs, ActionState.APPROVED, by or render.current_user(), None, wait_s=_wait(wait, timeout)
+    )
+
+
+@app.command()
+def retry(
+    refs: Refs,
+    by: By = None,
+    wait: Wait = False,
+    timeout: WaitTimeout = 120,
+) -> None:
+    """Run failed or timed-out actions again: back to approved, kept in their history; the
+    executor makes a new round of attempts (the allowlist is checked again)."""
+    who = by or render.current_user()
+    decide(refs, ActionState.APPROVED, who, "retry", wait_s=_wait(wait, timeout), retry=True)
+
+
+def _wait(wait: bool, timeout: float) -> float | None:
+    return timeout if wait else None
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opmas.cli import render
@@ -23,10 +23,23 @@ Value = Annotated[
 
 
 def entry_of(value: str) -> tuple[str, str]:
-    """(kind, normalised value) of `value`; exit 2 when it is empty or has spaces."""
-    if not value.strip() or any(c.isspace() for c in value.strip()):
-        raise typer.BadParameter(f"{value!r} is not an IP, network, MAC or hostname")
-    return classify(value)
+    """(kind, normalised value) of `value`.
+
+    Raises:
+        typer.BadParameter: not an IP, a CIDR network, a MAC or an RFC 1123 hostname (why).
+    """
+    try:
+        return classify(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _checked(value: str) -> tuple[str, str]:
+    """`entry_of`, or one red line saying why and exit 2."""
+    try:
+        return entry_of(value)
+    except typer.BadParameter as exc:
+        render.fail(exc.message, code=2)
 
 
 @app.command("list")
@@ -53,8 +66,9 @@ def add(
     value: Value,
     reason: Annotated[str | None, typer.Option(help="Why it must never be touched.")] = None,
 ) -> None:
-    """Add an entry; its kind (ip, network, mac, device) is detected from the value."""
-    kind, normal = entry_of(value)
+    """Add an entry; its kind (ip, network, mac, device) is detected from the value, which
+    must be a valid IP (v4 or v6), CIDR network, MAC or RFC 1123 hostname."""
+    kind, normal = _checked(value)
 
     async def _work(session: AsyncSession) -> bool:
         entry = await session.scalar(
@@ -74,14 +88,18 @@ def add(
 
 @app.command()
 def remove(value: Value) -> None:
-    """Remove an entry."""
-    kind, normal = entry_of(value)
+    """Remove an entry (also one stored before values were checked, by its exact text)."""
+    match: ColumnElement[bool]
+    try:
+        kind, normal = entry_of(value)
+        match = (AllowlistEntry.kind == kind) & (AllowlistEntry.value == normal)
+    except typer.BadParameter:
+        kind, normal = "entry", value.strip()
+        match = AllowlistEntry.value == normal
 
     async def _work(session: AsyncSession) -> None:
         result = await session.execute(
-            delete(AllowlistEntry)
-            .where(AllowlistEntry.kind == kind, AllowlistEntry.value == normal)
-            .returning(AllowlistEntry.id)
+            delete(AllowlistEntry).where(match).returning(AllowlistEntry.id)
         )
         if not result.all():
             raise OpmasError(f"{kind} {normal} is not on the allowlist")

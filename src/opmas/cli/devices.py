@@ -1,9 +1,10 @@
 """`opmas devices`: the routers OPMAS may act on, their SSH login and private key (stored
-encrypted with the secret key, never shown) and the pinned host key.
+encrypted with the secret key, never shown) and the pinned host key; removing one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -12,20 +13,24 @@ from typing import Annotated, Any
 
 import asyncssh
 import typer
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opmas.bus.connect import Bus
+from opmas.bus.subjects import ActionState
 from opmas.cli import render
 from opmas.cli.context import console, load_settings
 from opmas.cli.findings import AsJson
 from opmas.crypto import SecretBox, secret_box
-from opmas.errors import OpmasError
-from opmas.models import Device, SshKey
+from opmas.errors import ActionError, OpmasError
+from opmas.models import ApiToken, Device, Finding, Incident, IntendedAction, SshKey
+from opmas.orchestrator.lifecycle import action_messages, publish_action, transition
 from opmas.settings import Settings
 
 app = typer.Typer(help="Routers, their SSH access and keys.", no_args_is_help=True)
 
 Hostname = Annotated[str, typer.Argument(help="Hostname of the device.")]
+OPEN_ACTION_STATES = ("pending", "approved")  # rejected when their device is removed
 
 
 @dataclass(frozen=True)
@@ -202,3 +207,96 @@ def forget_host_key(hostname: Hostname) -> None:
         console.print(f"host key of {hostname} forgotten; the next connection pins anew")
     else:
         console.print(f"no host key was pinned for {hostname}")
+
+
+async def removal_impact(session: AsyncSession, hostname: str) -> dict[str, int]:
+    """What removing `hostname` touches: rows linked to it, by kind, and its open actions."""
+    device = await get_device(session, hostname)
+    counts: dict[str, int] = {}
+    for label, column in (
+        ("ssh_keys", SshKey.device_id),
+        ("findings", Finding.device_id),
+        ("incidents", Incident.device_id),
+        ("actions", IntendedAction.device_id),
+        ("tokens", ApiToken.device_id),
+    ):
+        counts[label] = int(
+            await session.scalar(select(func.count()).where(column == device.id)) or 0
+        )
+    counts["open_actions"] = int(
+        await session.scalar(
+            select(func.count()).where(
+                IntendedAction.device_id == device.id,
+                IntendedAction.status.in_(OPEN_ACTION_STATES),
+            )
+        )
+        or 0
+    )
+    return counts
+
+
+def _impact_text(hostname: str, impact: dict[str, int]) -> list[str]:
+    lines = [
+        f"Removing {hostname} deletes it and its {impact['ssh_keys']} SSH key(s).",
+        f"Kept, without the link to it: {impact['findings']} finding(s), "
+        f"{impact['incidents']} incident(s), {impact['actions']} action(s).",
+    ]
+    if impact["open_actions"]:
+        lines.append(f"Its {impact['open_actions']} pending or approved action(s) are rejected.")
+    if impact["tokens"]:
+        lines.append(
+            f"Its {impact['tokens']} ingest token(s) stay valid: `opmas tokens revoke` them."
+        )
+    lines.append("If it keeps sending logs, it is registered again (without SSH access).")
+    return lines
+
+
+@app.command()
+def remove(
+    hostname: Hostname,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    by: Annotated[str | None, typer.Option("--by", help="Who (default: your user name).")] = None,
+) -> None:
+    """Remove a device: its SSH keys go; its findings, incidents and actions stay (history);
+    its pending and approved actions are rejected."""
+    impact = render.with_session(lambda session: removal_impact(session, hostname))
+    for line in _impact_text(hostname, impact):
+        console.print(line, highlight=False)
+    if not yes:
+        typer.confirm(f"Remove device {hostname}?", abort=True)
+    who = by or render.current_user()
+
+    async def _remove(session: AsyncSession) -> list[int]:
+        device = await get_device(session, hostname)
+        ids = list(
+            await session.scalars(
+                select(IntendedAction.id).where(
+                    IntendedAction.device_id == device.id,
+                    IntendedAction.status.in_(OPEN_ACTION_STATES),
+                )
+            )
+        )
+        rejected = []
+        for action_id in ids:
+            with contextlib.suppress(ActionError):  # claimed by the executor meanwhile
+                await transition(
+                    session, action_id, ActionState.REJECTED, by=who, note="device removed"
+                )
+                rejected.append(action_id)
+        await session.execute(delete(Device).where(Device.id == device.id))
+        await session.commit()
+        return rejected
+
+    if impact["open_actions"]:
+
+        async def _with_bus(session: AsyncSession, bus: Bus) -> list[int]:
+            rejected = await _remove(session)
+            for action in await action_messages(session, rejected):
+                await publish_action(bus, action)
+            return rejected
+
+        rejected = render.with_session_and_bus(_with_bus)
+    else:
+        rejected = render.with_session(_remove)
+    suffix = f"; rejected action(s) {', '.join(map(str, rejected))}" if rejected else ""
+    console.print(f"device {hostname} removed{suffix}", highlight=False)

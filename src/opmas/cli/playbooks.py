@@ -1,5 +1,5 @@
 """`opmas playbooks`: the remedies the orchestrator turns findings into actions with; list,
-show, enable and disable.
+show, enable and disable, set auto or manual.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from sqlalchemy.orm import selectinload
 
 from opmas.cli import render
 from opmas.cli.context import console
-from opmas.cli.findings import AsJson
+from opmas.cli.findings import AsJson, check_choice
 from opmas.errors import OpmasError
 from opmas.models import Playbook, PlaybookStep
+from opmas.models.actions import EXECUTION_MODES
 
 app = typer.Typer(help="Playbooks: which finding leads to which actions.", no_args_is_help=True)
 
@@ -114,3 +115,35 @@ def enable(name: Name) -> None:
 def disable(name: Name) -> None:
     """Disable a playbook: matching findings propose nothing."""
     _set_active(name, False)
+
+
+@app.command()
+def mode(
+    name: Name,
+    execution_mode: Annotated[
+        str, typer.Argument(metavar="auto|manual", help="auto: run at once; manual: approve.")
+    ],
+) -> None:
+    """Set a playbook's execution mode: `auto` steps run at once, `manual` ones wait for
+    `opmas actions approve`. Applies to actions proposed from now on; a step with a mode of
+    its own keeps it."""
+    check_choice(execution_mode, EXECUTION_MODES, "MODE")
+
+    async def _work(session: AsyncSession) -> tuple[str, list[tuple[int, str]]]:
+        playbook = await get_playbook(session, name, steps=True)
+        before = playbook.execution_mode
+        playbook.execution_mode = execution_mode
+        own = [
+            (s.step_number, s.execution_mode)
+            for s in playbook.steps
+            if s.execution_mode is not None and s.execution_mode != execution_mode
+        ]
+        return before, own
+
+    before, own = render.with_session(_work)
+    if before == execution_mode:
+        console.print(f"playbook {name} was {execution_mode}")
+    else:
+        console.print(f"playbook {name}: {before} -> {execution_mode}")
+    for number, step_mode in own:
+        console.print(f"  step {number} keeps its own mode: {step_mode}")

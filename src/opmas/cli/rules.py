@@ -1,5 +1,6 @@
-"""`opmas rules list|show|test`: the detection rules, offline (no server needed);
-`opmas rules apply`: save checked rules into the database the agents read."""
+"""`opmas rules list|show|enable|disable|export`: the rules the agents run (`agent_rules`),
+marked where they differ from the shipped pack; `opmas rules apply`: save checked rules into
+that table; `opmas rules test` (and `--pack`): the rule files, offline (no server needed)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from opmas.agents import offline
 from opmas.agents.pack import RulePackError, RuleSpec, check_rule_data, load_file, load_pack
 from opmas.agents.registry import save_rules
+from opmas.cli import render, rules_stored
 from opmas.cli.context import console, err_console, load_settings
 from opmas.db.engine import create_engine
 from opmas.embedded import embedded_services
 from opmas.errors import ConfigError, OpmasError
 
-app = typer.Typer(help="Detection rules: list, show, and test them on a log file offline.")
+app = typer.Typer(
+    help="Detection rules: what the agents run, enable, disable, export, apply; test offline."
+)
 
 RulesDir = Annotated[
     list[Path] | None,
@@ -41,13 +46,56 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
+Pack = Annotated[
+    bool, typer.Option("--pack", help="The shipped rule files (and --rules-dir), offline.")
+]
+AgentOption = Annotated[
+    str | None, typer.Option("--agent", help="The agent, when several have a rule of that name.")
+]
+NameArg = Annotated[str, typer.Argument(help="The rule name, e.g. ssh-brute-force-fast.")]
+
+
+def _stored() -> list[rules_stored.StoredRule]:
+    return render.with_session(rules_stored.stored_rules)
+
+
 @app.command("list")
 def list_rules(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array of rules.")] = False,
+    pack: Pack = False,
     rules_dir: RulesDir = None,
 ) -> None:
-    """List every rule: name, agent, type, severity, finding type."""
-    rules = _rules(rules_dir)
+    """List the rules the agents run (from the database): name, agent, type, severity,
+    finding type, enabled, and how each differs from the shipped pack."""
+    if pack or rules_dir:
+        _list_pack(_rules(rules_dir), as_json)
+        return
+    rules = _stored()
+    if as_json:
+        _print_json([rule.to_dict() for rule in rules])
+        return
+    table = Table("name", "agent", "type", "severity", "finding type", "enabled", "vs pack")
+    for rule in rules:
+        data = rule.data
+        enabled = ("yes" if rule.enabled else "no") if rule.in_db else "-"
+        table.add_row(
+            *(
+                escape(str(v))
+                for v in (
+                    rule.name,
+                    rule.agent,
+                    data.get("type"),
+                    data.get("severity"),
+                    data.get("finding_type"),
+                    enabled,
+                    rule.marker,
+                )
+            )
+        )
+    console.print(table)
+
+
+def _list_pack(rules: list[RuleSpec], as_json: bool) -> None:
     if as_json:
         _print_json([rule.to_dict() for rule in rules])
         return
@@ -61,22 +109,98 @@ def list_rules(
 
 @app.command()
 def show(
-    name: Annotated[str, typer.Argument(help="The rule name, e.g. ssh-brute-force-fast.")],
+    name: NameArg,
     as_json: Annotated[bool, typer.Option("--json", help="The rule as JSON.")] = False,
+    agent: AgentOption = None,
+    pack: Pack = False,
     rules_dir: RulesDir = None,
 ) -> None:
-    """Show one rule in full."""
-    found = next((r for r in _rules(rules_dir) if r.name == name), None)
-    if found is None:
-        err_console.print(f"[red]no rule named[/red] {escape(name)}")
-        raise typer.Exit(1)
-    data = found.to_dict()
+    """Show one rule in full as the agents run it, and what differs from the shipped pack."""
+    if pack or rules_dir:
+        found = next((r for r in _rules(rules_dir) if r.name == name), None)
+        if found is None:
+            err_console.print(f"[red]no rule named[/red] {escape(name)}")
+            raise typer.Exit(1)
+        data = found.to_dict()
+    else:
+        try:
+            rule = rules_stored.pick(_stored(), name, agent)
+        except OpmasError as exc:
+            render.fail(str(exc))
+        data = rule.to_dict()
     if as_json:
         _print_json(data)
         return
     for key, value in data.items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         console.print(f"[bold]{key}[/bold]: {escape(str(text))}", soft_wrap=True)
+
+
+def _set_enabled(name: str, agent: str | None, enabled: bool) -> None:
+    settings = load_settings()
+
+    async def _work(session: AsyncSession) -> str:
+        rule = rules_stored.pick(await rules_stored.stored_rules(session), name, agent)
+        if rule.in_db:
+            changed = await rules_stored.set_enabled(session, rule, enabled)
+            return "" if changed else "already "
+        assert rule.spec is not None  # noqa: S101 - a shipped rule always has its spec
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)  # noqa: S101 - sessions are bound to an engine
+        rule.spec.enabled = enabled
+        await save_rules(engine, [rule.spec])
+        return "loaded from the pack, "
+
+    how = render.run_async(lambda s: render.in_session(s, _work), settings)
+    state = "enabled" if enabled else "disabled"
+    console.print(
+        f"rule {name} {how}{state}; running agents apply it within "
+        f"{settings.agents.rule_poll_s:g} s",
+        highlight=False,
+    )
+
+
+@app.command()
+def enable(name: NameArg, agent: AgentOption = None) -> None:
+    """Enable a rule in `agent_rules`; running agents pick it up within rule_poll_s."""
+    _set_enabled(name, agent, True)
+
+
+@app.command()
+def disable(name: NameArg, agent: AgentOption = None) -> None:
+    """Disable a rule in `agent_rules`; running agents drop it within rule_poll_s."""
+    _set_enabled(name, agent, False)
+
+
+@app.command()
+def export(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Rule names (default: every stored rule).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+) -> None:
+    """Write stored rules as YAML in the format `rules apply` reads (export, edit, apply)."""
+    stored = [r for r in _stored() if r.in_db]
+    if names:
+        missing = sorted(set(names) - {r.name for r in stored})
+        if missing:
+            render.fail(f"no stored rule named {', '.join(missing)}")
+        stored = [r for r in stored if r.name in set(names)]
+    for rule in stored:
+        if rule.spec is None:
+            err_console.print(f"skipped {escape(rule.name)}: not a valid rule ({rule.error})")
+        elif not rule.spec.examples:
+            err_console.print(
+                f"{escape(rule.name)} has no example lines: `rules apply` needs at least one"
+            )
+    text = rules_stored.export_yaml([r.spec for r in stored if r.spec is not None])
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    console.print(f"{len(stored)} rule(s) written to {escape(str(output))}", highlight=False)
 
 
 @app.command("test")

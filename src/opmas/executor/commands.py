@@ -108,34 +108,69 @@ def _wifi_kick_ban(args: Mapping[str, Any]) -> Command:
         {"addr": mac, "reason": DEAUTH_REASON, "deauth": True, "ban_time": ban_s * 1000},
         separators=(",", ":"),
     )
-    if args.get("interface") is not None:
-        interface = name_arg(args, "interface")
-        line = words("ubus", "call", f"hostapd.{interface}", "del_client", message)
-        where = f"on {interface}"
-    else:
-        call = f'ubus call "$obj" del_client {shlex.quote(message)}'
-        line = f"for obj in $({words('ubus', 'list', 'hostapd.*')}); do {call}; done"
-        where = "on every access point"
-    return Command(line, f"disconnect {mac} and ban it for {ban_s} s {where}")
+    return _each_hostapd(args, message, f"disconnect {mac} and ban it for {ban_s} s")
 
 
-def _nft_block_ip(args: Mapping[str, Any]) -> Command:
+FW4 = ("inet", "fw4")
+
+
+def _block_set(
+    args: Mapping[str, Any],
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
+    """The address of an nft block or unblock and its set: `set` (default opmas_block), with
+    `6` appended for an IPv6 address, so a block and its unblock name the same set."""
     address = ip_arg(args)
-    timeout_s = seconds_arg(args, "timeout", 3600, MAX_BLOCK_S)
     base = args.get("set", "opmas_block")
     if not isinstance(base, str) or not SET_RE.match(base):
         raise ActionError(f"argument 'set' must be an nft set name, got {base!r}")
-    v6 = address.version == 6
-    name, kind, match = (f"{base}6", "ipv6_addr", "ip6") if v6 else (base, "ipv4_addr", "ip")
-    table = ("inet", "fw4")
-    exists = words("nft", "list", "set", *table, name)
-    make_set = words("nft", "add", "set", *table, name, f"{{ type {kind}; flags timeout; }}")
+    return address, f"{base}6" if address.version == 6 else base
+
+
+def _nft_block_ip(args: Mapping[str, Any]) -> Command:
+    address, name = _block_set(args)
+    timeout_s = seconds_arg(args, "timeout", 3600, MAX_BLOCK_S)
+    kind, match = ("ipv6_addr", "ip6") if address.version == 6 else ("ipv4_addr", "ip")
+    exists = words("nft", "list", "set", *FW4, name)
+    make_set = words("nft", "add", "set", *FW4, name, f"{{ type {kind}; flags timeout; }}")
     make_rule = words(
-        "nft", "insert", "rule", *table, "input_wan", match, "saddr", f"@{name}", "drop"
+        "nft", "insert", "rule", *FW4, "input_wan", match, "saddr", f"@{name}", "drop"
     )
     create = f"{exists} >/dev/null 2>&1 || {{ {make_set} && {make_rule}; }}"
-    add = words("nft", "add", "element", *table, name, f"{{ {address} timeout {timeout_s}s }}")
+    add = words("nft", "add", "element", *FW4, name, f"{{ {address} timeout {timeout_s}s }}")
     return Command(f"{create}; {add}", f"block {address} for {timeout_s} s (nft set {name})")
+
+
+def _nft_unblock_ip(args: Mapping[str, Any]) -> Command:
+    """The reverse of nft_block_ip: delete the element if the set still holds it (an element
+    whose timeout passed is gone already, which is success too)."""
+    address, name = _block_set(args)
+    element = f"{{ {address} }}"
+    present = words("nft", "get", "element", *FW4, name, element)
+    delete = words("nft", "delete", "element", *FW4, name, element)
+    line = f"if {present} >/dev/null 2>&1; then {delete}; fi"
+    return Command(line, f"unblock {address} (nft set {name})")
+
+
+def _wifi_unban(args: Mapping[str, Any]) -> Command:
+    """The reverse of wifi_kick_ban: hostapd's del_client with `ban_time` 0 drops the ban.
+    A banned client is connected nowhere it is banned, so this disconnects nobody."""
+    mac = mac_arg(args)
+    message = json.dumps(
+        {"addr": mac, "reason": DEAUTH_REASON, "deauth": False, "ban_time": 0},
+        separators=(",", ":"),
+    )
+    return _each_hostapd(args, message, f"lift the Wi-Fi ban of {mac}")
+
+
+def _each_hostapd(args: Mapping[str, Any], message: str, what: str) -> Command:
+    """`ubus call hostapd.<interface> del_client MESSAGE`, or on every hostapd.* object."""
+    if args.get("interface") is not None:
+        interface = name_arg(args, "interface")
+        line = words("ubus", "call", f"hostapd.{interface}", "del_client", message)
+        return Command(line, f"{what} on {interface}")
+    call = f'ubus call "$obj" del_client {shlex.quote(message)}'
+    line = f"for obj in $({words('ubus', 'list', 'hostapd.*')}); do {call}; done"
+    return Command(line, f"{what} on every access point")
 
 
 def _ifup(args: Mapping[str, Any]) -> Command:
@@ -167,6 +202,23 @@ _BUILDERS: dict[str, tuple[Callable[[Mapping[str, Any]], Command], Template]] = 
             "nft_block_ip",
             "add the IP to a timeout set of fw4 dropped in input_wan (<set>6 for IPv6)",
             ("ip", "timeout=3600", "set=opmas_block"),
+        ),
+    ),
+    "nft_unblock_ip": (
+        _nft_unblock_ip,
+        Template(
+            "nft_unblock_ip",
+            "delete the IP from the timeout set of nft_block_ip if it is still there",
+            ("ip", "set=opmas_block"),
+        ),
+    ),
+    "wifi_unban": (
+        _wifi_unban,
+        Template(
+            "wifi_unban",
+            "hostapd del_client with ban_time 0: lifts a wifi_kick_ban (every hostapd.* "
+            "without interface)",
+            ("mac", "interface="),
         ),
     ),
     "ifup": (_ifup, Template("ifup", "ifup <interface>", ("interface=wan",))),

@@ -110,6 +110,7 @@ class IntendedAction(Timestamps, Base):
         Index("idx_intended_actions_playbook_id", "playbook_id"),
         Index("idx_intended_actions_device_id", "device_id"),
         Index("idx_intended_actions_incident_id", "incident_id"),
+        Index("idx_intended_actions_lifts_action_id", "lifts_action_id"),
         CheckConstraint(one_of("execution_mode", EXECUTION_MODES), name="mode"),
         CheckConstraint(
             "timeout_seconds > 0 AND retry_count >= 0 AND attempts >= 0", name="limits"
@@ -143,6 +144,9 @@ class IntendedAction(Timestamps, Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lifts_action_id: Mapped[int | None] = mapped_column(
+        ForeignKey("intended_actions.id", ondelete="SET NULL")
+    )  # an unblock: the block (or ban) it lifts, see `opmas decisions delete`
     history: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, server_default=text("'[]'::jsonb")
     )  # every transition: {"state", "at", "by", "attempt", "note"}

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opmas.models import AllowlistEntry
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.IGNORECASE)
+HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+MAX_HOSTNAME = 253
 IP_ARGS = ("ip", "src_ip", "source_ip", "address")
 MAC_ARGS = ("mac", "mac_address", "client_mac")
 
@@ -25,7 +27,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def classify(value: str) -> tuple[str, str]:
-    """(kind, normalised value) of an allowlist entry: ip, network, mac or device."""
+    """(kind, normalised value) of an allowlist entry: ip, network, mac or device (hostname).
+
+    Raises:
+        ValueError: none of them; the one-line message says why (`192.168.1.300`: octet 300).
+    """
     text = value.strip()
     try:
         return "ip", str(ipaddress.ip_address(text))
@@ -34,11 +40,39 @@ def classify(value: str) -> tuple[str, str]:
     if "/" in text:
         try:
             return "network", str(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            pass
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid network: {exc}") from None
     if MAC_RE.match(text):
         return "mac", normal_mac(text)
-    return "device", text
+    if ":" in text:
+        raise ValueError(f"{text!r} is neither an IPv6 address nor a MAC address")
+    return "device", check_hostname(text)
+
+
+def check_hostname(text: str) -> str:
+    """`text` if it is a hostname of RFC 1123 labels (letters, digits, inner hyphens, 1 to 63
+    each, 253 in all) whose last label is not all digits, so never a mistyped IPv4 address.
+
+    Raises:
+        ValueError: why it is not one.
+    """
+    if not text or len(text) > MAX_HOSTNAME:
+        raise ValueError(f"{text!r} is not a hostname: 1 to {MAX_HOSTNAME} characters")
+    labels = text.split(".")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} looks like an IPv4 address but is not one: {exc}") from None
+    for label in labels:
+        if not HOSTNAME_LABEL.match(label):
+            raise ValueError(
+                f"{text!r} is not a hostname: label {label!r} must be 1 to 63 letters, digits"
+                " or inner hyphens"
+            )
+    if labels[-1].isdigit():
+        raise ValueError(f"{text!r} is not a hostname: its last label is all digits")
+    return text
 
 
 def normal_mac(mac: str) -> str:

@@ -41,6 +41,8 @@ FINAL_STATES = frozenset(
     }
 )
 
+RETRY_SOURCES = frozenset({ActionState.FAILED, ActionState.TIMED_OUT})  # `opmas actions retry`
+
 _TIME_COLUMN = {
     ActionState.APPROVED: "decided_at",
     ActionState.REJECTED: "decided_at",
@@ -66,8 +68,12 @@ async def transition(
     note: str | None = None,
     result: dict[str, Any] | None = None,
     attempts: int | None = None,
+    sources: frozenset[ActionState] | None = None,
 ) -> IntendedAction:
     """Move action `action_id` to `to` if its current state allows it; flush, do not commit.
+
+    `sources` replaces the states allowed by `TRANSITIONS` (a retry moves a failed action
+    back to approved: `RETRY_SOURCES`).
 
     Concurrent callers are safe: the UPDATE only matches a row still in an allowed state, so
     of two executors (or an approve racing an expiry) exactly one wins.
@@ -83,7 +89,7 @@ async def transition(
     params: dict[str, Any] = {
         "id": action_id,
         "to": str(to),
-        "sources": sources_of(to),
+        "sources": sorted(map(str, sources)) if sources is not None else sources_of(to),
         "entry": msgspec.json.encode([entry]).decode(),
         "now": now,
     }

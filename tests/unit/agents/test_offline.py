@@ -117,15 +117,16 @@ def test_cli_test_prints_findings_and_a_summary(tmp_path: Path) -> None:
 
 def test_cli_list_and_show() -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["list", "--json"])
+    result = runner.invoke(app, ["list", "--pack", "--json"])
     assert result.exit_code == 0, result.output
     names = {rule["name"] for rule in json.loads(result.output)}
     assert names == {rule.name for rule in PACK}
-    result = runner.invoke(app, ["show", "wifi-auth-failure-rate", "--json"])
+    result = runner.invoke(app, ["show", "wifi-auth-failure-rate", "--pack", "--json"])
     assert json.loads(result.output)["threshold"] == 25
-    assert runner.invoke(app, ["show", "nope"]).exit_code == 1
-    assert runner.invoke(app, ["list"]).exit_code == 0
-    assert "ssh-brute-force-fast" in runner.invoke(app, ["show", "ssh-brute-force-fast"]).output
+    assert runner.invoke(app, ["show", "nope", "--pack"]).exit_code == 1
+    assert runner.invoke(app, ["list", "--pack"]).exit_code == 0
+    shown = runner.invoke(app, ["show", "ssh-brute-force-fast", "--pack"]).output
+    assert "ssh-brute-force-fast" in shown
 
 
 @pytest.mark.parametrize(
