@@ -117,6 +117,6 @@ def list_events(
             event["process_name"] or "",
             event["log_source_type"],
             str(event["structured_fields"].get("event", "")),
-            event["message"][:120],
+            event["message"][:120] if console.is_terminal else event["message"],
         )
     console.print(table)

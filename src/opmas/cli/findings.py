@@ -6,7 +6,7 @@ that move live here and `opmas incidents` uses them too.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -17,7 +17,7 @@ from opmas.cli import render
 from opmas.cli.context import console
 from opmas.cli.events import parse_since
 from opmas.errors import OpmasError
-from opmas.models import Finding, Incident, IntendedAction
+from opmas.models import Event, Finding, Incident, IntendedAction
 from opmas.models.base import FINDING_STATUSES, SEVERITIES
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app = typer.Typer(
 
 OPEN_STATUSES = ("new", "acknowledged")
 CLOSED_STATUSES = ("resolved", "false_positive")
+EVIDENCE_BEFORE = timedelta(days=1)
+EVIDENCE_AFTER = timedelta(hours=1)
 
 Status = Annotated[
     str | None, typer.Option(help=f"Only this status: {', '.join(FINDING_STATUSES)}.")
@@ -187,7 +189,47 @@ async def _finding_view(session: AsyncSession, ref: str) -> dict[str, Any]:
         {"id": a.id, "action_type": a.action_type, "status": a.status, "description": a.description}
         for a in actions
     ]
+    view["evidence"] = await _evidence(session, finding)
     return view
+
+
+async def _evidence(session: AsyncSession, finding: Finding) -> list[dict[str, Any]]:
+    """The stored evidence events of `finding`, oldest first (ids whose daily partition was
+    dropped are missing). Only the partitions of the finding's time range are searched:
+    from a day before it opened (router clocks drift) to an hour after it was last stored."""
+    ids = list(finding.evidence_event_ids or ())
+    if not ids:
+        return []
+    opened = min(t for t in (finding.created_at, finding.finding_ts) if t is not None)
+    stored = max(t for t in (finding.updated_at, finding.last_seen_at) if t is not None)
+    rows = await session.execute(
+        select(
+            Event.event_id,
+            Event.arrival_ts_utc,
+            Event.event_ts,
+            Event.hostname,
+            func.host(Event.source_ip).label("source_ip"),
+            Event.process_name,
+            Event.message,
+        )
+        .where(
+            Event.event_id.in_(ids),
+            Event.arrival_ts_utc >= opened - EVIDENCE_BEFORE,
+            Event.arrival_ts_utc <= stored + EVIDENCE_AFTER,
+        )
+        .order_by(Event.arrival_ts_utc, Event.event_id)
+    )
+    return [
+        {
+            "event_id": row.event_id,
+            "time": row.event_ts or row.arrival_ts_utc,
+            "arrival_ts_utc": row.arrival_ts_utc,
+            "host": row.hostname or row.source_ip,
+            "program": row.process_name,
+            "message": row.message,
+        }
+        for row in rows
+    ]
 
 
 @app.command()
@@ -205,14 +247,27 @@ def show(
         render.print_json(view)
         return
     incident, actions = view.pop("incident"), view.pop("actions")
+    evidence, evidence_ids = view.pop("evidence"), view.pop("evidence_event_ids")
     render.print_fields(f"finding {view['id']}", view)
     if incident:
         render.print_fields("incident", incident)
+    _print_evidence(evidence, len(evidence_ids))
     render.print_table(
         ("action", "type", "status", "description"),
         ((a["id"], a["action_type"], a["status"], a["description"]) for a in actions),
         empty="no actions",
     )
+
+
+def _print_evidence(evidence: list[dict[str, Any]], expected: int) -> None:
+    """The evidence log lines as a table, and how many are no longer stored."""
+    render.print_table(
+        ("time (UTC)", "host", "program", "message"),
+        ((render.when(e["time"]), e["host"], e["program"], e["message"]) for e in evidence),
+        empty="no evidence events" if not expected else "evidence events no longer stored",
+    )
+    if evidence and len(evidence) < expected:
+        console.print(f"{expected - len(evidence)} more evidence events are no longer stored")
 
 
 def change_finding(ref: str, target: str, by: str | None) -> None:

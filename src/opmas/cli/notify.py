@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -25,6 +26,7 @@ from opmas.embedded import embedded_services
 from opmas.errors import OpmasError
 from opmas.models.notify import NOTIFICATION_STATUSES
 from opmas.notify import catalog
+from opmas.notify import history as queue
 from opmas.notify.channels import deliver
 from opmas.notify.render import PREFIX, Message
 from opmas.settings import Settings
@@ -37,6 +39,7 @@ app.add_typer(rule_app, name="rule")
 
 T = TypeVar("T")
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SECRET_VARIABLE = "OPMAS_NOTIFY_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
 def _with_session(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
@@ -71,8 +74,11 @@ def _fail(text: str) -> typer.Exit:
 
 
 def _read_secret(secret_file: Path | None, secret_env: str | None, prompt: str) -> str:
-    """The secret from the file, the variable, or a hidden prompt; never from argv."""
-    if secret_file is not None:
+    """The secret from the file (`-`: stdin), the variable named by --secret-env, then
+    OPMAS_NOTIFY_SECRET, then a hidden prompt on a terminal; never from argv."""
+    if secret_file is not None and str(secret_file) == "-":
+        secret = sys.stdin.read().strip()
+    elif secret_file is not None:
         try:
             secret = secret_file.read_text().strip()
         except OSError as exc:
@@ -81,11 +87,25 @@ def _read_secret(secret_file: Path | None, secret_env: str | None, prompt: str) 
         secret = os.environ.get(secret_env, "").strip()
         if not secret:
             raise _fail(f"environment variable {secret_env} is unset or empty")
-    else:
+    elif SECRET_VARIABLE in os.environ:
+        secret = os.environ[SECRET_VARIABLE].strip()
+    elif _stdin_is_terminal():
         secret = str(typer.prompt(prompt, hide_input=True)).strip()
+    else:
+        raise _fail(
+            f"no terminal to ask for the {prompt}: give --secret-file FILE (- reads stdin), "
+            f"--secret-env NAME or set {SECRET_VARIABLE}"
+        )
     if not secret:
         raise _fail("the secret is empty")
     return secret
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # stdin closed
+        return False
 
 
 def _channel_config(
@@ -124,13 +144,22 @@ def channel_add(
     ca_file: Annotated[str | None, typer.Option("--ca-file", help="CA bundle for SMTP.")] = None,
     url: Annotated[str | None, typer.Option("--url", help="Webhook URL (not Slack).")] = None,
     secret_file: Annotated[
-        Path | None, typer.Option("--secret-file", help="Read the secret from this file.")
+        Path | None,
+        typer.Option("--secret-file", help="Read the secret from this file; - reads stdin."),
     ] = None,
     secret_env: Annotated[
-        str | None, typer.Option("--secret-env", help="Read the secret from this variable.")
+        str | None,
+        typer.Option(
+            "--secret-env",
+            help=f"Read the secret from this variable (default: {SECRET_VARIABLE} if set).",
+        ),
     ] = None,
 ) -> None:
-    """Add a channel; its secret (SMTP password, Slack URL, webhook key) is stored encrypted."""
+    """Add a channel; its secret (SMTP password, Slack URL, webhook key) is stored encrypted.
+
+    The secret comes from --secret-file (- for stdin), --secret-env, OPMAS_NOTIFY_SECRET or,
+    on a terminal only, a hidden prompt; never from the command line.
+    """
     email = {
         "host": smtp_host,
         "port": smtp_port,
@@ -211,8 +240,8 @@ def rule_add(
 ) -> None:
     """Add a rule: findings in the severity range (and domains/categories) go to channels."""
 
-    async def _add(session: AsyncSession, _: Settings) -> None:
-        await catalog.add_rule(
+    async def _add(session: AsyncSession, settings: Settings) -> int:
+        rule = await catalog.add_rule(
             session,
             name,
             min_severity=min_severity,
@@ -222,9 +251,21 @@ def rule_add(
             channels=channel,
             digest_interval_s=digest_interval,
         )
+        return await _backfill(session, settings, rule.id)
 
-    _with_session(_add)
-    console.print(f"rule {escape(name)} added", highlight=False)
+    queued = _with_session(_add)
+    late = f"; {queued} recent findings queued for its channels" if queued else ""
+    console.print(f"rule {escape(name)} added{late}", highlight=False)
+
+
+async def _backfill(session: AsyncSession, settings: Settings, rule_id: int) -> int:
+    """Queue the recent findings nothing routed before this rule (see Notifier.backfill)."""
+    bound = settings.notifier
+    if bound.backfill_s <= 0 or bound.backfill_max <= 0:
+        return 0
+    routes = [route for route in await queue.load_routes(session) if route.rule_id == rule_id]
+    since = datetime.now(UTC) - timedelta(seconds=bound.backfill_s)
+    return await queue.backfill(session, routes, since=since, limit=bound.backfill_max)
 
 
 @rule_app.command("list")

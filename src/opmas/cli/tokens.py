@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -42,10 +43,15 @@ def create(
 
 
 @app.command("list")
-def list_() -> None:
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List every token: name, prefix, device, state, last use (never the secret)."""
     rows = render.with_session(tokens.list_tokens)
     now = datetime.now(UTC)
+    if as_json:
+        render.print_json([{**dataclasses.asdict(row), "state": row.state(now)} for row in rows])
+        return
     table = Table("id", "name", "device", "state", "created", "expires", "last used")
     table.add_column("prefix", no_wrap=True, min_width=SHOWN_PREFIX + 1)
     for row in rows:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from opmas.messages import Finding
+from opmas.models.base import SEVERITIES
+from opmas.models.findings import Finding as FindingRow
 from opmas.models.notify import NotificationChannel, NotificationHistory, NotificationRule
 from opmas.notify.render import finding_payload
 from opmas.notify.routing import Route, channels_for
@@ -61,17 +63,25 @@ async def queue_findings(
             if (finding_uuid, channel_id) in seen or channel_id not in channel_names:
                 continue
             seen.add((finding_uuid, channel_id))
-            rows.append(
-                {
-                    "finding_uuid": finding_uuid,
-                    "channel_id": channel_id,
-                    "channel": channel_names[channel_id],
-                    "notification_type": "finding",
-                    "status": "pending",
-                    "rule_id": rule_id,
-                    "payload": finding_payload(finding),
-                }
-            )
+            rows.append(_pending(finding, channel_id, channel_names[channel_id], rule_id))
+    return await _insert(session, rows)
+
+
+def _pending(finding: Finding, channel_id: int, channel: str, rule_id: int) -> dict[str, Any]:
+    return {
+        "finding_uuid": uuid.UUID(finding.finding_id),
+        "channel_id": channel_id,
+        "channel": channel,
+        "notification_type": "finding",
+        "status": "pending",
+        "rule_id": rule_id,
+        "payload": finding_payload(finding),
+    }
+
+
+async def _insert(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert pending rows, skipping (finding, channel) pairs already queued; return how many
+    are new."""
     new = 0
     for start in range(0, len(rows), INSERT_CHUNK):
         statement = (
@@ -82,6 +92,70 @@ async def queue_findings(
         )
         new += len((await session.scalars(statement)).all())
     return new
+
+
+async def backfill(
+    session: AsyncSession, routes: Sequence[Route], *, since: datetime, limit: int
+) -> int:
+    """Queue the stored findings still `new` and opened since `since` that `routes` send to a
+    channel but that are not queued there yet (they came while no rule routed them): at most
+    `limit` per channel, the newest. Returns how many rows are new."""
+    channel_names = await _channel_names(session, routes)
+    chosen: dict[int, dict[uuid.UUID, tuple[FindingRow, int]]] = defaultdict(dict)
+    for route in routes:
+        for row in await session.scalars(_backfill_query(route, since, limit)):
+            for channel_id in route.channel_ids:
+                chosen[channel_id].setdefault(row.finding_uuid, (row, route.rule_id))
+    rows: list[dict[str, Any]] = []
+    for channel_id, found in chosen.items():
+        if channel_id not in channel_names:
+            continue
+        newest = sorted(found.values(), key=lambda pair: pair[0].created_at, reverse=True)
+        for row, rule_id in newest[:limit]:
+            rows.append(_pending(_message(row), channel_id, channel_names[channel_id], rule_id))
+    return await _insert(session, rows)
+
+
+def _backfill_query(route: Route, since: datetime, limit: int) -> Select[FindingRow]:
+    """The newest `limit` new findings since `since` that `route` matches (as `matches` does)."""
+    low, high = SEVERITIES.index(route.min_severity), SEVERITIES.index(route.max_severity)
+    query = select(FindingRow).where(
+        FindingRow.created_at >= since,
+        FindingRow.status == "new",
+        FindingRow.severity.in_(SEVERITIES[low : high + 1]),
+    )
+    if route.domains:
+        query = query.where(FindingRow.domain.in_(route.domains))
+    if route.categories:
+        query = query.where(
+            FindingRow.finding_type.in_(route.categories)
+            | FindingRow.rule_name.in_(route.categories)
+        )
+    return query.order_by(FindingRow.created_at.desc()).limit(limit)
+
+
+def _message(row: FindingRow) -> Finding:
+    """A stored finding as the message the notifier would have read on findings.<domain>."""
+    return Finding(
+        finding_id=str(row.finding_uuid),
+        agent_name=row.agent_name or "",
+        finding_ts_utc=_iso(row.finding_ts or row.created_at),
+        device_hostname=row.device_hostname,
+        device_ip=str(row.device_ip) if row.device_ip is not None else None,
+        severity=row.severity,
+        finding_type=row.finding_type,
+        rule_name=row.rule_name or "",
+        description=row.description or "",
+        details=dict(row.details or {}),
+        evidence_event_ids=[str(event_id) for event_id in row.evidence_event_ids or ()],
+        domain=row.domain or "other",
+        count=row.count,
+        last_seen_utc=_iso(row.last_seen_at) if row.last_seen_at else None,
+    )
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _channel_names(session: AsyncSession, routes: Sequence[Route]) -> dict[int, str]:

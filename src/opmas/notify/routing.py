@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opmas.messages import Finding
 from opmas.models.base import SEVERITIES
@@ -28,8 +28,11 @@ def matches(route: Route, finding: Finding) -> bool:
     """True when `finding` is within the rule's severity range, domains and categories.
 
     Empty `domains` or `categories` match everything; a category matches the finding's
-    `finding_type` or its `rule_name`. An unknown severity matches nothing.
+    `finding_type` or its `rule_name`. An unknown severity matches nothing, nor does a finding
+    of `opmas replay` run without --notify (`details.replay`).
     """
+    if finding.details.get("replay") is True:
+        return False
     rank = _RANK.get(finding.severity)
     if rank is None or not _RANK[route.min_severity] <= rank <= _RANK[route.max_severity]:
         return False
@@ -55,3 +58,9 @@ def channel_interval(routes: Sequence[Route], channel_id: int, default_s: float)
     rules that route to it, else `default_s`."""
     own = [r.digest_interval_s for r in routes if channel_id in r.channel_ids]
     return min((s for s in own if s > 0), default=default_s)
+
+
+def per_channel(routes: Iterable[Route]) -> set[Route]:
+    """Each (rule, channel) pair as a route of one channel: what is new when a rule or a
+    channel of a rule appears, or a rule's filters change."""
+    return {replace(route, channel_ids=(c,)) for route in routes for c in route.channel_ids}

@@ -9,13 +9,17 @@ digest interval (a digest when several items are due).
   interval, its due rows are locked and sent as one message, then marked sent under one
   digest id. A failure retries after `retry_backoff_s * 2**(attempts-1)` and gives up
   (`failed`) after `max_attempts`. Rows the executor queues (`notify` actions) go the same way.
+- Backfill: a finding read while no rule routed it to a channel is only stored (by the
+  orchestrator). When a (rule, channel) pair appears (a new rule, a rule enabled or changed;
+  every pair at start), the stored findings still `new` from the last `backfill_s` are queued
+  on it, at most `backfill_max` per channel, the newest: one digest, not a flood.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import httpx
@@ -32,7 +36,7 @@ from opmas.messages import Finding, finding_decoder
 from opmas.notify import history
 from opmas.notify.channels import DeliveryError, deliver
 from opmas.notify.render import digest
-from opmas.notify.routing import Route, channel_interval
+from opmas.notify.routing import Route, channel_interval, per_channel
 from opmas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -42,6 +46,9 @@ QUEUED = Counter("opmas_notifier_queued_total", "Notifications queued (finding x
 SENT = Counter("opmas_notifier_sent_total", "Messages delivered.", ["channel_type"])
 FAILED = Counter("opmas_notifier_failed_total", "Deliveries that failed.", ["channel_type"])
 GAVE_UP = Counter("opmas_notifier_gave_up_total", "Notifications failed for good.")
+BACKFILLED = Counter(
+    "opmas_notifier_backfilled_total", "Stored findings queued when a rule or channel appeared."
+)
 DURABLE = "notifier"
 MAX_ITEMS_PER_MESSAGE = 5000
 
@@ -58,6 +65,7 @@ class Notifier:
         self._sessions = session_factory(engine)
         self._consumer: PullConsumer | None = None
         self._http: httpx.AsyncClient | None = None
+        self._known_routes: set[Route] = set()
 
     async def __aenter__(self) -> Self:
         self._http = httpx.AsyncClient(timeout=self._settings.send_timeout_s)
@@ -99,11 +107,33 @@ class Notifier:
     async def _send_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
+                await self.backfill()
                 await self.send_due()
             except Exception as exc:  # database down: log and try again next poll
                 log.warning("sending notifications failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.poll_s)
+
+    async def backfill(self) -> int:
+        """Queue recent stored findings for the (rule, channel) pairs that appeared since the
+        last call (every pair at the first); return how many rows are new."""
+        async with self._sessions() as session, session.begin():
+            routes = per_channel(await history.load_routes(session))
+            fresh = routes - self._known_routes
+            new = 0
+            if fresh and self._settings.backfill_s > 0 and self._settings.backfill_max > 0:
+                since = datetime.now(UTC) - timedelta(seconds=self._settings.backfill_s)
+                new = await history.backfill(
+                    session,
+                    sorted(fresh, key=_order),
+                    since=since,
+                    limit=self._settings.backfill_max,
+                )
+        self._known_routes = routes
+        if new:
+            BACKFILLED.inc(new)
+            log.info("stored findings queued for new routes", routes=len(fresh), queued=new)
+        return new
 
     async def send_due(self) -> int:
         """Send what is due on every channel whose interval has passed; return messages sent."""
@@ -150,3 +180,7 @@ class Notifier:
         SENT.labels(channel.channel_type).inc()
         log.info("notification sent", **fields, items=len(rows), digest_id=str(digest_id))
         return 1
+
+
+def _order(route: Route) -> tuple[int, tuple[int, ...]]:
+    return route.rule_id, route.channel_ids
