@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opmas.messages import Finding
-from opmas.notify.routing import Route, channel_interval, channels_for, matches
+from opmas.notify.routing import Route, channel_interval, channels_for, matches, per_channel
 
 
 def _finding(severity: str = "error", domain: str = "security") -> Finding:
@@ -80,3 +80,15 @@ def test_channel_interval_is_the_smallest_positive_rule_interval_else_the_defaul
     assert channel_interval(routes, 2, 60.0) == 120.0
     assert channel_interval(routes, 3, 60.0) == 60.0
     assert channel_interval(routes, 9, 60.0) == 60.0
+
+
+def test_per_channel_splits_rules_into_one_route_per_channel_so_a_new_pair_stands_out() -> None:
+    before = per_channel([_route(1, (1,)), _route(2, (1, 2))])
+    after = per_channel([_route(1, (1, 3)), _route(2, (1, 2), min_severity="error")])
+
+    assert before == {_route(1, (1,)), _route(2, (1,)), _route(2, (2,))}
+    assert after - before == {
+        _route(1, (3,)),
+        _route(2, (1,), min_severity="error"),
+        _route(2, (2,), min_severity="error"),
+    }
