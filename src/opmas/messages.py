@@ -34,6 +34,7 @@ class Flag:
     NUL_REPLACED = "nul_replaced"  # NUL bytes replaced (PostgreSQL text cannot hold them)
     INVALID_PRI = "invalid_pri"  # a <PRI> out of range or malformed: kept as text
     PARSE_ERROR = "parse_error"  # the parser failed on the line: stored unparsed
+    REPLAY = "replay"  # sent by `opmas replay` without --notify: its findings notify nobody
 
 
 class RawLog(msgspec.Struct, omit_defaults=True):

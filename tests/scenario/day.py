@@ -6,10 +6,12 @@ like the finding's `details.key`. Everything comes from one seeded `random.Rando
 
 Background traffic never triggers a rule; every background message kind of a program shows up
 within the first hour of the day somewhere in the fleet, while `new-log-template` is learning.
-Message kinds first seen after a program's learning hour (most incident lines, and one
-deliberately new message) are expected `new-log-template` findings; `MessageKinds` works them
-out with the template definition of `opmas.agents.rules.novelty` (masked tokens; same length
-and first token; at least half the tokens equal).
+Message kinds first seen after a program's learning hour and its first `learning_events`
+messages (most incident lines, and one deliberately new message) are expected
+`new-log-template` findings, one per router and program per `group_s` (keyed
+`hostname|program`); `MessageKinds` works them out with the template definition of
+`opmas.agents.rules.novelty` (masked tokens; same length and first token; at least half the
+tokens equal).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from opmas.agents.pack import load_pack
 from tests.scenario.fleet import (
     FLEET,
     Expected,
@@ -30,6 +33,9 @@ from tests.scenario.incidents import Scenario
 from tests.scenario.kinds import MessageKinds
 
 LEARNING_S = 3600.0  # new-log-template learns each program's kinds silently this long
+_NOVELTY_RULE = next(rule for rule in load_pack() if rule.name == "new-log-template")
+LEARNING_EVENTS = _NOVELTY_RULE.learning_events or 0  # ... and its first messages
+GROUP_S = _NOVELTY_RULE.group_s or 3600.0  # one finding per router and program this long
 
 __all__ = ["Day", "Expected", "Injection", "build_day"]
 
@@ -61,23 +67,31 @@ def _program(tag: str) -> str:
 
 
 def _novelty(base: date, records: list[Record]) -> tuple[list[Expected], dict[str, float]]:
-    """New-log-template findings: kinds first seen after their program's learning hour.
+    """New-log-template findings: kinds first seen after their program's learning hour and
+    first LEARNING_EVENTS messages, one per router and program per GROUP_S.
 
     Raises AssertionError if a background line is such a kind (the day would be wrong).
     """
     kinds = MessageKinds()
     first: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    groups: dict[str, float] = {}  # "host|program" -> when its open group started
     expected: list[Expected] = []
     stray: list[str] = []
     for record in records:
         program = _program(record.tag)
         first.setdefault(program, record.at)
+        seen[program] = seen.get(program, 0) + 1
         template = kinds.learn(program, record.message)
-        if template is None or record.at < first[program] + LEARNING_S:
+        learning = record.at < first[program] + LEARNING_S or seen[program] <= LEARNING_EVENTS
+        if template is None or learning:
             continue
         if record.incident is None:
             stray.append(syslog_line(base, record))
-        expected.append(Expected("new-log-template", record.host, f"{program}|{template}"))
+        key = f"{record.host}|{program}"
+        if key not in groups or abs(record.at - groups[key]) >= GROUP_S:
+            groups[key] = record.at
+            expected.append(Expected("new-log-template", record.host, key))
     assert not stray, "background kinds first seen after the learning hour:\n" + "\n".join(stray)
     ends = {p: epoch(base, t + LEARNING_S) for p, t in first.items()}
     return expected, ends

@@ -285,7 +285,7 @@ class Scenario(Background):
         host, mac, t0 = "gw-shop", "5c:e9:1e:84:02:7b", 14 * 3600 + 10 * 60
         ack = f"DHCPACK(br-lan) 192.168.1.190 {mac} Galaxy-Tab-S6"
         name = self.inject("a device never seen before", "security", host, t0,
-                           ("dhcp-new-client-mac", mac))  # fmt: skip
+                           ("dhcp-new-client-mac", host))  # fmt: skip  # one per router per hour
         tag = self.tag(host, "dnsmasq-dhcp")
         self.add(t0, host, DAEMON * 8 + INFO, tag, f"DHCPDISCOVER(br-lan) {mac}", name)
         self.add(t0, host, DAEMON * 8 + INFO, tag, f"DHCPOFFER(br-lan) 192.168.1.190 {mac}", name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from opmas.agents.pack import AGENT_DOMAINS, DEFAULT_LEARNING_S, RuleSpec, load_pack
+from opmas.agents.pack import AGENT_DOMAINS, DEFAULT_LEARNING_S, GROUP_S, RuleSpec, load_pack
 
 _HEADER = """\
 # Default rules
@@ -17,6 +17,85 @@ findings to `findings.<domain>`; field names are those of `docs/events.md`. One 
 finding, updated (count, evidence) while it lasts. Try a rule on a file offline with
 `opmas rules test FILE --rule NAME`; list them with `opmas rules list`.
 """
+
+
+_APPLY = """\
+## The rules the agents run, and your own
+
+The agents run the rules stored in PostgreSQL (`agent_rules`); the pack below is loaded into it
+on an agent's first start. `opmas rules list` and `opmas rules show NAME` read that table and
+mark where a rule differs from the pack: `edited: <fields>`, `disabled`, `not in pack` (your
+own rule), `deleted` (loaded once, then removed), `not loaded yet` (the agent has not started
+since the rule was shipped); `--pack` shows the shipped files instead, offline.
+`opmas rules enable NAME` / `disable NAME` switch a rule; running agents pick up every edit
+within `OPMAS_AGENTS__RULE_POLL_S` (2 s), keeping the windows of unchanged rules.
+
+`opmas rules apply FILE...` saves the rules of YAML files into `agent_rules` (a rule of the same
+agent and name is replaced; nothing is saved if any rule is wrong, and every error names its
+file and line). `opmas rules export [NAME...] [--output F]` writes stored rules in this same
+format, so export, edit, apply is the way to change one; applying an export unchanged changes
+nothing. A file:
+
+```yaml
+agent: SecurityAgent            # optional: the default agent of the rules below
+domain: security                # optional: the default domain (else the agent's)
+rules:
+  - name: ssh-root-login        # kebab-case, unique per agent
+    type: PATTERN               # PATTERN, THRESHOLD, CORRELATION, STATISTICAL, MACHINE_LEARNING
+    severity: warning           # info, warning, error, critical (or LOW, MEDIUM, HIGH)
+    finding_type: SshRootLogin  # CamelCase
+    description: root logged in over SSH on {hostname} from {ip}   # {fields} of the event
+    agent: SecurityAgent        # WiFiAgent, SecurityAgent, HealthAgent, WanAgent
+    enabled: true
+    conditions:                 # all must hold; operators: == != > >= < <= in not_in
+      - {field: event, operator: '==', value: ssh_password_auth_succeeded}  # contains
+      - {field: user, operator: '==', value: root}       # startswith regex (RE2) exists
+    group_by: [hostname, ip]    # the key a finding is counted for
+    cooldown_s: 600             # PATTERN, THRESHOLD, CORRELATION, STATISTICAL
+    examples:                   # at least one line the rule matches
+      - "Sat Nov 21 10:00:01 2026 authpriv.notice dropbear[3327]: Password auth succeeded
+        for 'root' from 192.168.1.5:51234"
+```
+
+By type, also: THRESHOLD `threshold`, `window_s`, `group_by` (and `distinct: FIELD` to count
+distinct values); PATTERN `unless_preceded_by: {conditions: [...], within_s: N}`; CORRELATION
+`steps: [{name, conditions, min_count}]`, `join_on`, `window_s`; STATISTICAL `bucket_s`,
+`z_threshold`, `warmup_buckets`, `min_count`; MACHINE_LEARNING `novelty: template|key`,
+`learning_s`, `learning_events`, `group_s` (see "Novelty findings" below). `domains: [...]`
+makes a rule read several domains. The rules below are examples of each.
+"""
+
+
+_NOVELTY = """\
+## Novelty findings
+
+The MACHINE_LEARNING rules (`new-log-template`, `dhcp-new-client-mac`) report what the fleet
+has never shown before. They are information (`info`), never alerts:
+
+- Learning: a program's templates are learned silently during its first `learning_s` seconds
+  *of event time* (the lines' own timestamps, so a replayed file is learned in its own time,
+  not the wall clock's) and its first `learning_events` messages, whichever ends later; a key
+  rule learns during its own first `learning_s` seconds and `learning_events` events. A
+  handful of lines is no vocabulary: without the count, each program of a short file reported
+  its next kinds as new.
+- Grouping: the new templates of one router and program within `group_s` (an hour) make one
+  finding keyed `hostname|program` (a key rule: `hostname`), opened by the first of them and
+  updated as more come, like a THRESHOLD burst. `details.templates` (or `details.keys`) lists
+  the first 20, `details.count` counts them all, `details.novelty` is `template` or `key`.
+- Incidents: a novelty finding joins the open incident of its router but never names it or
+  raises its severity: an incident's title and severity come from its most severe finding
+  that is not a novelty finding (the first one at that severity). An incident opened by
+  novelty findings alone has severity `info` and the title `Novelty only on <router>: ...`;
+  the first other finding that joins it takes over its title and severity.
+- `opmas replay FILE` marks its findings `details.replay: true`; notifications and playbooks
+  skip them unless the replay was run with `--notify`. `opmas replay --dry-run FILE` (or
+  `opmas rules test FILE`) evaluates a file offline and sends nothing.
+"""
+
+
+def _grouping(rule: RuleSpec, what: str) -> str:
+    per = "router" if rule.novelty == "key" else "router and program"
+    return f"one finding per {per} per {rule.group_s or GROUP_S:g} s lists the new {what}"
 
 
 def _thresholds(rule: RuleSpec) -> str:
@@ -45,12 +124,16 @@ def _thresholds(rule: RuleSpec) -> str:
         )
     elif rule.novelty == "key":
         learning = rule.learning_s or 0
-        text = f"a value of {group} never seen before (after the rule's first {learning:g} s)"
+        text = (
+            f"a value of {group} never seen before (after the rule's first {learning:g} s"
+            f" and {rule.learning_events or 0} events); {_grouping(rule, 'values')}"
+        )
     else:
         learning = DEFAULT_LEARNING_S if rule.learning_s is None else rule.learning_s
         text = (
-            f"a message template never seen before for {group}"
-            f" (each one's first {learning:g} s is learned silently)"
+            f"a message template never seen before for {group} (each one's first"
+            f" {learning:g} s and {rule.learning_events or 0} messages are learned silently);"
+            f" {_grouping(rule, 'templates')}"
         )
     if rule.cooldown_s:
         text += f"; cooldown {rule.cooldown_s:g} s"
@@ -74,7 +157,7 @@ def _conditions(rule: RuleSpec) -> list[str]:
 
 def render(rules: list[RuleSpec]) -> str:
     """The Markdown page for `rules`, grouped by agent in pack order."""
-    lines = [_HEADER]
+    lines = [_HEADER, _APPLY, _NOVELTY]
     for agent in AGENT_DOMAINS:
         mine = [r for r in rules if r.agent == agent]
         if not mine:

@@ -20,7 +20,7 @@ from opmas.agents.rules import RuleHit
 from opmas.agents.rules.conditions import as_number
 from opmas.agents.rules.types import Rule
 from opmas.errors import ConfigError
-from opmas.messages import Finding, ParsedEvent, iso_utc
+from opmas.messages import Finding, Flag, ParsedEvent, iso_utc
 
 EVIDENCE_LIMIT = 20  # event ids kept per finding, the first ones of the burst
 STATEFUL_TYPES = ("THRESHOLD", "CORRELATION")  # rules whose windows a replay rebuilds
@@ -242,6 +242,8 @@ class FindingBook:
         details["window_count"] = max(_int(details.get("window_count")), hit.count)
         if spec.distinct:  # "{count} ports": the distinct values, not the events
             values["count"] = details["window_count"]
+        if hit.details:  # a novelty group: the templates or keys it lists so far
+            details.update(hit.details)
         finding.description = render(spec.description, values)
         last = iso_utc(hit.event_ts)
         if finding.last_seen_utc is None or last > finding.last_seen_utc:
@@ -275,6 +277,8 @@ def _new(spec: RuleSpec, hit: RuleHit, event: ParsedEvent, domain: str) -> _Open
         details["window_s"] = _number(spec.window_s)
     for name in spec.group_by or ():
         details[name] = values.get(name.removeprefix("structured_fields."))
+    if Flag.REPLAY in event.flags:  # `opmas replay` without --notify: nobody is notified
+        details["replay"] = True
     finding = Finding(
         finding_id=hit.finding_id,
         agent_name=spec.agent or "",

@@ -58,6 +58,7 @@ _LAZY = {  # rule type -> (module, class) of the engines built elsewhere
 }
 DEFAULT_MAX_KEYS = 100_000
 DEFAULT_LEARNING_S = 3600.0  # a MACHINE_LEARNING rule learns each program silently this long
+GROUP_S = 3600.0  # a MACHINE_LEARNING rule's findings: one per router and program this long
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _FINDING_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
@@ -108,6 +109,8 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_count: int | None = None
     # MACHINE_LEARNING
     learning_s: float | None = None
+    learning_events: int | None = None  # per program (key novelty: per rule), with learning_s
+    group_s: float | None = None  # new templates of one router and program within it: 1 finding
     novelty: Literal["template", "key"] | None = None
     examples: list[str] = []
     # set by the loader
@@ -348,6 +351,8 @@ _ONLY: dict[str, tuple[str, ...]] = {
     "warmup_buckets": ("STATISTICAL",),
     "min_count": ("STATISTICAL",),
     "learning_s": ("MACHINE_LEARNING",),
+    "learning_events": ("MACHINE_LEARNING",),
+    "group_s": ("MACHINE_LEARNING",),
     "unless_preceded_by": ("PATTERN",),
     "novelty": ("MACHINE_LEARNING",),
 }
@@ -360,11 +365,12 @@ def _check_type_fields(spec: RuleSpec, fail: Any) -> None:
     for key, types in _ONLY.items():
         if getattr(spec, key) is not None and spec.type not in types:
             fail(f"{key!r} does not apply to a {spec.type} rule", key)
-    for key in ("threshold", "window_s", "bucket_s", "z_threshold", "warmup_buckets", "min_count"):
+    positive = ("threshold", "window_s", "bucket_s", "z_threshold", "warmup_buckets", "min_count")
+    for key in (*positive, "group_s"):
         value = getattr(spec, key)
         if value is not None and not value > 0:
             fail(f"{key!r} must be positive", key)
-    for key in ("cooldown_s", "learning_s"):
+    for key in ("cooldown_s", "learning_s", "learning_events"):
         if getattr(spec, key) is not None and getattr(spec, key) < 0:
             fail(f"{key!r} must not be negative", key)
     if spec.unless_preceded_by is not None:
@@ -444,6 +450,8 @@ def build_rule(spec: RuleSpec, *, max_keys: int = DEFAULT_MAX_KEYS) -> Rule:
         learning_s=learning_s,
         novelty=spec.novelty or "template",
         max_templates=max(max_keys, 1000),
+        learning_events=spec.learning_events or 0,
+        group_s=spec.group_s or GROUP_S,
     )
 
 

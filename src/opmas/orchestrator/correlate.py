@@ -5,6 +5,11 @@ that IP, whichever router reported it: one attacker on three routers is one `fle
 not three incidents. Any other finding joins the open incident of its router within
 `device_window_s`; a WAN-down finding beside Wi-Fi client drops on one router makes that
 incident `uplink_or_power`.
+
+An incident is named by its lead: its most severe finding that is not a novelty finding (the
+first at that severity). Novelty findings (new log templates, new devices: `details.novelty`)
+join incidents but never lead one nor raise its severity; an incident of novelty findings
+alone is `info` and titled `Novelty only on <router>: ...` until another finding joins it.
 """
 
 from __future__ import annotations
@@ -59,9 +64,40 @@ def group_of(finding: Finding, settings: OrchestratorSettings) -> Group:
     return Group(f"type:{finding.finding_type}", settings.device_window_s)
 
 
+def is_novelty(finding: Finding) -> bool:
+    """A novelty finding (MACHINE_LEARNING: new templates or keys): information only."""
+    return finding.details.get("novelty") in ("template", "key")
+
+
+def is_replay(finding: Finding) -> bool:
+    """A finding of `opmas replay` run without --notify: it notifies nobody, acts on nothing."""
+    return finding.details.get("replay") is True
+
+
+def lent_severity(finding: Finding) -> str:
+    """The severity a finding lends its incident: a novelty finding never more than info."""
+    return "info" if is_novelty(finding) else finding.severity
+
+
+def takes_lead(details: Mapping[str, Any], severity: str, finding: Finding) -> bool:
+    """Whether `finding` names the incident it joins, given the incident's details and
+    severity before it: the first finding does; after it, a finding that is not a novelty
+    finding does when the incident held only novelty findings or it is more severe."""
+    if not details.get("finding_types"):
+        return True
+    if is_novelty(finding):
+        return False
+    if details.get("novelty_only"):
+        return True
+    return SEVERITY_ORDER.index(finding.severity) > SEVERITY_ORDER.index(severity)
+
+
 def merge_details(details: Mapping[str, Any], finding: Finding, group: Group) -> dict[str, Any]:
-    """Incident details after adding `finding`: devices, domains and types seen, counts."""
+    """Incident details after adding `finding`: devices, domains and types seen, counts,
+    whether it holds only novelty findings."""
     merged = dict(details)
+    alone = merged.get("novelty_only", not merged.get("finding_types"))
+    merged["novelty_only"] = bool(alone) and is_novelty(finding)
     devices = set(merged.get("devices", []))
     if finding.device_hostname or finding.device_ip:
         devices.add(finding.device_hostname or finding.device_ip)
@@ -97,6 +133,8 @@ def title_of(incident_type: str, details: Mapping[str, Any], first_description: 
         return f"Attack from {details['attacker_ip']}{where}"
     if incident_type == "uplink_or_power":
         return f"Uplink or power loss on {', '.join(devices)}: WAN down while Wi-Fi clients drop"
+    if details.get("novelty_only"):
+        return f"Novelty only on {', '.join(devices) or '?'}: {first_description}"[:255]
     return first_description[:255]
 
 

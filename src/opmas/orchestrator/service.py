@@ -27,7 +27,12 @@ from opmas.messages import Finding as FindingMessage
 from opmas.messages import finding_decoder
 from opmas.models import IntendedAction, Playbook
 from opmas.orchestrator.allowlist import Allowlist, load_allowlist
-from opmas.orchestrator.correlate import finding_context, group_of, incident_context
+from opmas.orchestrator.correlate import (
+    finding_context,
+    group_of,
+    incident_context,
+    is_replay,
+)
 from opmas.orchestrator.lifecycle import action_messages, action_msg_id, transition
 from opmas.orchestrator.playbooks import ensure_default_playbooks
 from opmas.orchestrator.propose import Origin, plan, save_actions
@@ -124,8 +129,11 @@ class Orchestrator:
         allowlist: Allowlist,
         playbooks: dict[str, list[Playbook]],
     ) -> list[dict[str, Any]]:
-        """The actions a new finding calls for, and those of its incident's new type."""
+        """The actions a new finding calls for, and those of its incident's new type (none for
+        a finding of `opmas replay` without --notify)."""
         message = found.message
+        if is_replay(message):
+            return []
         context = finding_context(message, found.device_config)
         ttl = self._settings.pending_ttl_s
         origin = Origin(

@@ -20,8 +20,10 @@ from opmas.models import Agent, AgentRule, Device, Finding, Incident
 from opmas.orchestrator.correlate import (
     Group,
     classify,
+    lent_severity,
     max_severity,
     merge_details,
+    takes_lead,
     title_of,
 )
 from opmas.settings import OrchestratorSettings
@@ -270,7 +272,7 @@ def _join(
             device_id=stored.device_id,
             first_seen_at=opened_at,
             last_seen_at=seen_at,
-            severity=message.severity,
+            severity=lent_severity(message),
             status="new",
             title="",
             incident_type="",
@@ -280,16 +282,18 @@ def _join(
         session.add(incident)
         current[group.key] = incident
     old_type = incident.incident_type or None
+    leads = takes_lead(incident.details, incident.severity, message)
     details = merge_details(incident.details, message, group)
     kind = classify(details, settings.uplink_min_wifi_findings)
     incident.details = details
     incident.incident_type = kind
     incident.finding_count += 1
     incident.last_seen_at = max(seen_at, incident.last_seen_at)
-    severity = max_severity(incident.severity, message.severity)
+    severity = max_severity(incident.severity, lent_severity(message))
     incident.severity = max_severity(severity, "error") if kind == "fleet_attack" else severity
-    incident.title = title_of(kind, details, incident.title or message.description)
-    incident.description = incident.description or message.description
+    lead = message.description if leads else incident.description or message.description
+    incident.title = title_of(kind, details, lead)
+    incident.description = lead
     return incident, kind, details, kind if kind != old_type else None
 
 

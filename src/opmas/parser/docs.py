@@ -24,8 +24,10 @@ patterns gets the program's catch-all event `<program>_message` (dashes become `
 parser's default domain. Lines whose program has no parser, or that have no syslog header,
 are stored with parser `unparsed` and domain `other`.
 
-Timestamps without a zone (RFC 3164, `logread`) are read as UTC; a missing year is the one
-that puts the time nearest the line's arrival.
+Timestamps without a zone (RFC 3164, `logread`) are read as UTC; a missing year is the latest
+that puts the time no more than a day after the line's arrival (as rsyslog does), so `Mar 22`
+received in December is March of the same year, and `Jan  1 00:00:01` received on Dec 31 is
+the next year.
 
 ## Adding a parser
 

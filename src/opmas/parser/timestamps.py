@@ -1,14 +1,16 @@
 """Turns a header's timestamp text into UTC ISO 8601, for ParsedEvent.event_ts.
 
 Times without a zone (RFC 3164, `logread`) are taken as UTC: OpenWRT runs in UTC unless a
-zone is configured, and a per-device zone setting can come later. A missing year is the one
-that puts the time nearest the line's arrival. Results are cached per distinct text, so a
-stream costs a dict lookup per line, not a date parse.
+zone is configured, and a per-device zone setting can come later. A missing year is the latest
+one that puts the time no more than a day after the line's arrival (as rsyslog does): a line is
+never dated in the future of its arrival, beyond clock skew. Results are cached per distinct
+text, so a stream costs a dict lookup per line, not a date parse.
 """
 
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from datetime import UTC, datetime
 
@@ -52,6 +54,8 @@ _LUCI = re.compile(
     r"(?P<day>\d{1,2})[ .]+(?P<mon>[^\W\d]+)\.? (?P<year>\d{4}),? (?P<h>\d{1,2}):(?P<m>\d\d)"
     r":(?P<s>\d\d)(?: (?P<zone>[A-Z]{1,5}|[+-]\d\d:?\d\d))?$"
 )
+FUTURE_LIMIT_S = 86_400.0  # a year-less time may lie this far after its arrival (clock skew)
+_YEARS_BACK = 8  # Feb 29 may need up to 8 years back (1900, 2100 are not leap years)
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 _PATTERNS = {"bsd": _BSD, "ctime": _CTIME, "iso": _ISO, "luci": _LUCI}
 
@@ -65,7 +69,8 @@ class TimeResolver:
     def __init__(self, cache_size: int = 8192) -> None:
         self._cache_size = cache_size
         self._parts: dict[tuple[str, str], Parts | None] = {}
-        self._resolved: dict[str, tuple[int, str, str | None]] = {}
+        # text -> (kind, arrival range [lo, hi) over which the result holds, result)
+        self._resolved: dict[str, tuple[str, float, float, str | None]] = {}
         self._seconds: dict[int, str] = {}
 
     def arrival_iso(self, ts: float) -> str:
@@ -84,30 +89,36 @@ class TimeResolver:
 
     def resolve(self, kind: str, text: str, arrival_ts: float) -> str | None:
         """The UTC ISO time of `text` read as `kind` (bsd, ctime, iso, luci), or None."""
-        day = int(arrival_ts // 86400)
         cached = self._resolved.get(text)
-        if cached is not None and cached[0] == day and cached[1] == kind:
-            return cached[2]
+        if cached is not None and cached[0] == kind and cached[1] <= arrival_ts < cached[2]:
+            return cached[3]
         if len(self._resolved) >= self._cache_size:
             self._resolved.clear()
-        result = self._resolve(kind, text, arrival_ts)
-        self._resolved[text] = (day, kind, result)
+        result, lo, hi = self._resolve(kind, text, arrival_ts)
+        self._resolved[text] = (kind, lo, hi, result)
         return result
 
-    def _resolve(self, kind: str, text: str, arrival_ts: float) -> str | None:
+    def _resolve(self, kind: str, text: str, arrival_ts: float) -> tuple[str | None, float, float]:
+        """The time, and the arrival range [lo, hi) over which it is the same."""
+        anywhen = (-math.inf, math.inf)
         parts = self.parts(kind, text)
         if parts is None:
-            return None
+            return None, *anywhen
         year, rest = parts[0], parts[1:]
         if year is not None:
             epoch = _epoch(year, rest)
-            return None if epoch is None else _iso(epoch)
+            return (None if epoch is None else _iso(epoch)), *anywhen
         arrival_year = datetime.fromtimestamp(arrival_ts, UTC).year
-        candidates = [_epoch(y, rest) for y in (arrival_year - 1, arrival_year, arrival_year + 1)]
-        valid = [epoch for epoch in candidates if epoch is not None]
-        if not valid:
-            return None
-        return _iso(min(valid, key=lambda epoch: abs(epoch - arrival_ts)))
+        hi = math.inf  # the arrival from which a later year's candidate would be allowed
+        for candidate in range(arrival_year + 1, arrival_year - _YEARS_BACK, -1):
+            epoch = _epoch(candidate, rest)
+            if epoch is None:
+                continue
+            if epoch - FUTURE_LIMIT_S > arrival_ts:
+                hi = epoch - FUTURE_LIMIT_S
+                continue
+            return _iso(epoch), epoch - FUTURE_LIMIT_S, hi
+        return None, arrival_ts, arrival_ts + 1.0
 
     def parts(self, kind: str, text: str) -> Parts | None:
         """The fields of a timestamp text, or None when it cannot be read."""

@@ -102,3 +102,18 @@ async def test_backfill_off_queues_nothing(
     async with Notifier(engine, bus, settings) as notifier:
         assert await notifier.backfill() == 0
     assert await _history(engine) == []
+
+
+async def test_backfill_skips_replayed_findings_and_keeps_those_without_details(
+    engine: AsyncEngine, bus: Bus, notifier_settings: Settings, http_receiver: HttpReceiver
+) -> None:
+    now = datetime.now(UTC)
+    replayed = _stored(now - timedelta(minutes=2))
+    replayed.details = {"ip": "203.0.113.7", "replay": True}  # `opmas replay` without --notify
+    bare = _stored(now - timedelta(minutes=3))
+    bare.details = None
+    _, kept = await _store(engine, [replayed, bare])
+    await _seed(engine, notifier_settings, http_receiver)
+    async with Notifier(engine, bus, notifier_settings) as notifier:
+        assert await notifier.backfill() == 1
+    assert [str(row["finding_uuid"]) for row in await _history(engine)] == [kept]

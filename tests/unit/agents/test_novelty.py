@@ -1,4 +1,5 @@
-"""Novelty rules: online template mining per program; a never-seen template hits once."""
+"""Novelty rules: online template mining per program; never-seen templates of one router and
+program within an hour are one finding that lists them."""
 
 from __future__ import annotations
 
@@ -76,12 +77,13 @@ def test_varied_macs_and_addresses_form_one_template_and_hit_only_first() -> Non
     ]
 
 
-def test_a_new_wording_hits_once_keyed_by_program_and_template() -> None:
+def test_a_new_wording_hits_once_keyed_by_router_and_program() -> None:
     rule = NoveltyRule("novel_template")
-    run(rule, [authenticated(i) for i in range(5)])
+    seen = run(rule, [authenticated(i) for i in range(5)])
     radar = [
         hostapd(
-            f"wlan1: DFS-RADAR-DETECTED freq={5260 + 20 * i} ht_enabled=1 chan_offset=0", T0 + i
+            f"wlan1: DFS-RADAR-DETECTED freq={5260 + 20 * i} ht_enabled=1 chan_offset=0",
+            T0 + 3600 + i,
         )
         for i in range(100, 103)
     ]
@@ -89,13 +91,41 @@ def test_a_new_wording_hits_once_keyed_by_program_and_template() -> None:
     template = (
         f"wlan1: DFS-RADAR-DETECTED freq={WILDCARD} ht_enabled={WILDCARD} chan_offset={WILDCARD}"
     )
+    assert [(h.kind, h.key) for h in seen] == [(HitKind.NEW, "ap1|hostapd")]
     assert [(h.kind, h.key, h.count, h.total) for h in hits] == [
-        (HitKind.NEW, f"hostapd|{template}", 1, 1)
+        (HitKind.NEW, "ap1|hostapd", 1, 1)  # more than an hour after the first: a new group
     ]
     hit = hits[0]
-    assert hit.burst_start == T0 + 100
+    assert hit.details == {"novelty": "template", "templates": [template]}
+    assert hit.burst_start == T0 + 3700
     assert hit.evidence == (radar[0].event_id,)
-    assert hit.finding_id == finding_id("novel_template", f"hostapd|{template}", T0 + 100)
+    assert hit.finding_id == finding_id("novel_template", "ap1|hostapd", T0 + 3700)
+
+
+def test_new_templates_of_a_router_and_program_within_an_hour_grow_one_finding() -> None:
+    rule = NoveltyRule("novel_template", max_listed=2)
+    words = ["alpha", "bravo", "charlie", "delta"]
+    events = [hostapd(f"{w} event happened now", T0 + 600 * i) for i, w in enumerate(words)]
+    events.append(hostapd("echo event happened now", T0 + 3600))  # an hour on: a new group
+    other = make_event(ts=T0 + 60, process_name="hostapd", hostname="ap2", message="zulu x")
+    hits = run(rule, [*events[:1], other, *events[1:]])
+    assert [(h.kind, h.key, h.total) for h in hits] == [
+        (HitKind.NEW, "ap1|hostapd", 1),
+        (HitKind.NEW, "ap2|hostapd", 1),
+        (HitKind.UPDATE, "ap1|hostapd", 2),
+        (HitKind.UPDATE, "ap1|hostapd", 3),
+        (HitKind.UPDATE, "ap1|hostapd", 4),
+        (HitKind.NEW, "ap1|hostapd", 1),
+    ]
+    grown = hits[4]
+    assert grown.finding_id == hits[0].finding_id == finding_id("novel_template", "ap1|hostapd", T0)
+    assert grown.details == {
+        "novelty": "template",
+        "templates": ["alpha event happened now", "bravo event happened now"],  # max_listed
+    }
+    assert grown.evidence == tuple(e.event_id for e in events[:4])
+    assert hits[5].finding_id != grown.finding_id
+    assert rule.expire(T0 + 3661) == 1  # ap2's group closed; ap1's second one is open
 
 
 def test_similar_messages_merge_into_one_template_with_wildcards() -> None:
@@ -118,8 +148,8 @@ def test_templates_are_per_program() -> None:
     rule = NoveltyRule("novel_template")
     line = "Out of memory: Killed process 123 (dnsmasq)"
     hits = run(rule, [hostapd(line, program="kernel"), hostapd(line, program="procd")])
-    assert [h.key.split("|")[0] for h in hits] == ["kernel", "procd"]
-    assert run(rule, [hostapd(line, program=None)])[0].key.startswith("-|")
+    assert [h.key for h in hits] == ["ap1|kernel", "ap1|procd"]
+    assert run(rule, [hostapd(line, program=None)])[0].key == "ap1|-"
 
 
 def test_conditions_limit_which_events_are_mined() -> None:
@@ -133,7 +163,9 @@ def test_conditions_limit_which_events_are_mined() -> None:
 def test_warm_up_events_learn_without_hits() -> None:
     rule = NoveltyRule("novel_template", warmup_events=2)
     events = [hostapd("alpha one"), hostapd("beta two three"), hostapd("gamma x y z")]
-    assert [h.key for h in run(rule, events)] == ["hostapd|gamma x y z"]
+    assert [h.details for h in run(rule, events)] == [
+        {"novelty": "template", "templates": ["gamma x y z"]}
+    ]
 
 
 def test_seeded_templates_give_no_hit() -> None:
@@ -164,8 +196,10 @@ def test_loading_bad_state_is_rejected() -> None:
 
 def test_replay_gives_the_same_ids() -> None:
     events = [authenticated(1), hostapd("wlan0: AP-ENABLED", T0 + 9)]
+    events.append(hostapd("wlan0: AP-DISABLED", T0 + 4000))
     first = [h.finding_id for h in run(NoveltyRule("n"), events)]
     assert first == [h.finding_id for h in run(NoveltyRule("n"), events)]
+    assert len(first) == 3
     assert len(set(first)) == 2
 
 
@@ -210,7 +244,8 @@ def test_each_program_is_learned_silently_during_its_first_learning_s() -> None:
     assert run(rule, [hostapd("wlan0: AP-ENABLED", T0)]) == []
     assert run(rule, [hostapd("wlan0: ACS-COMPLETED freq=2412", T0 + 3599)]) == []  # learning
     (hit,) = run(rule, [hostapd("wlan0: DFS-RADAR-DETECTED freq=5260", T0 + 3600)])
-    assert "DFS-RADAR-DETECTED" in hit.key
+    assert hit.details is not None
+    assert hit.details["templates"] == [f"wlan0: DFS-RADAR-DETECTED freq={WILDCARD}"]
     # a program first seen later gets its own learning hour
     assert run(rule, [hostapd("started", T0 + 7200, program="odhcpd")]) == []
     assert run(rule, [hostapd("something else entirely", T0 + 7300, program="odhcpd")]) == []
@@ -233,7 +268,7 @@ def test_key_novelty_reports_each_new_key_once_after_the_rule_learned() -> None:
     assert run(rule, [lease("aa:00:00:00:00:01", T0), lease("aa:00:00:00:00:02", T0 + 10)]) == []
     assert run(rule, [lease("aa:00:00:00:00:03", T0 + 3000)]) == []  # still the first hour
     (hit,) = run(rule, [lease("aa:00:00:00:00:04", T0 + 3700)])
-    assert hit.key == "aa:00:00:00:00:04"
+    assert (hit.key, hit.details) == ("ap1", {"novelty": "key", "keys": ["aa:00:00:00:00:04"]})
     assert (
         run(rule, [lease("aa:00:00:00:00:04", T0 + 3800), lease("aa:00:00:00:00:01", T0 + 4000)])
         == []
@@ -241,9 +276,46 @@ def test_key_novelty_reports_each_new_key_once_after_the_rule_learned() -> None:
     restored = NoveltyRule("new_mac", group_by=["mac_address"], novelty="key", learning_s=3600)
     restored.load(json.loads(json.dumps(rule.export())))
     assert run(restored, [lease("aa:00:00:00:00:02", T0 + 5000)]) == []
-    assert len(run(restored, [lease("aa:00:00:00:00:05", T0 + 5000)])) == 1
+    (grown,) = run(restored, [lease("aa:00:00:00:00:05", T0 + 5000)])  # the restored group
+    assert (grown.kind, grown.finding_id, grown.total) == (HitKind.UPDATE, hit.finding_id, 2)
+    assert grown.details == {"novelty": "key", "keys": ["aa:00:00:00:00:04", "aa:00:00:00:00:05"]}
 
 
 def test_unknown_novelty_mode_is_rejected() -> None:
     with pytest.raises(ConfigError, match="novelty must be one of"):
         NoveltyRule("x", novelty="values")
+
+
+def test_a_program_is_learned_during_its_first_learning_events_messages_too() -> None:
+    rule = NoveltyRule("novel_template", learning_s=60, learning_events=3)
+    quiet = [hostapd("alpha one", T0), hostapd("beta two three", T0 + 4000)]
+    assert run(rule, quiet) == []  # an hour on, but only 2 messages: still learning
+    assert run(rule, [hostapd("gamma x y z", T0 + 4001)]) == []  # the 3rd message
+    (hit,) = run(rule, [hostapd("delta is new", T0 + 4002)])
+    assert hit.details == {"novelty": "template", "templates": ["delta is new"]}
+    restored = NoveltyRule("novel_template", learning_s=60, learning_events=3)
+    restored.load(json.loads(json.dumps(rule.export())))
+    assert len(run(restored, [hostapd("echo is also new", T0 + 4003)])) == 1
+
+
+def test_key_novelty_learns_during_the_rules_first_learning_events() -> None:
+    rule = NoveltyRule("new_mac", group_by=["mac_address"], novelty="key", learning_events=2)
+
+    def lease(mac: str, ts: float) -> ParsedEvent:
+        return make_event(ts=ts, message=f"DHCPACK(br-lan) 192.168.1.2 {mac}", mac_address=mac)
+
+    assert run(rule, [lease("aa:00:00:00:00:01", T0), lease("aa:00:00:00:00:02", T0 + 1)]) == []
+    assert len(run(rule, [lease("aa:00:00:00:00:03", T0 + 2)])) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"learning_events": -1}, "learning_events must not be negative"),
+        ({"group_s": 0}, "group_s must be positive"),
+        ({"max_listed": 0}, "max_listed must be at least 1"),
+    ],
+)
+def test_invalid_grouping_options_are_rejected(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        NoveltyRule("bad", **options)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Timestamps: missing years resolved near arrival, zones, caches, arrival formatting."""
+"""Timestamps: missing years never more than a day after arrival, zones, caches, arrival
+formatting."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ def at(text: str) -> float:
         ("Dec 31 23:59:58", "2027-01-01T00:00:03", "2026-12-31T23:59:58.000Z"),
         ("Jan  1 00:00:02", "2026-12-31T23:59:59", "2027-01-01T00:00:02.000Z"),
         ("Jun 15 12:00:00", "2026-11-22T00:00:00", "2026-06-15T12:00:00.000Z"),
-        ("Mar  9 12:12:34", "2026-11-22T00:00:00", "2027-03-09T12:12:34.000Z"),
+        ("Mar  9 12:12:34", "2026-11-22T00:00:00", "2026-03-09T12:12:34.000Z"),
+        ("Mar 22 17:30:07", "2026-12-07T00:00:00", "2026-03-22T17:30:07.000Z"),
         ("Feb 29 10:00:00", "2028-03-01T00:00:00", "2028-02-29T10:00:00.000Z"),
+        ("Dec 31 23:59:59", "2027-01-01T00:00:05", "2026-12-31T23:59:59.000Z"),
+        ("Jan  1 00:00:01", "2026-12-31T23:59:58", "2027-01-01T00:00:01.000Z"),
+        ("Dec  8 10:00:00", "2026-12-07T11:00:00", "2026-12-08T10:00:00.000Z"),  # 23 h ahead
+        ("Dec  8 10:00:00", "2026-12-07T09:00:00", "2025-12-08T10:00:00.000Z"),  # 25 h ahead
+        ("Jan  2 00:00:00", "2026-12-31T12:00:00", "2026-01-02T00:00:00.000Z"),
     ],
 )
-def test_a_missing_year_is_the_one_nearest_the_arrival(
+def test_a_missing_year_is_never_more_than_a_day_after_the_arrival(
     stamp: str, arrival: str, expected: str
 ) -> None:
     assert TimeResolver().resolve("bsd", stamp, at(arrival)) == expected
@@ -61,6 +68,32 @@ def test_cached_results_follow_the_arrival_day() -> None:
     early = resolver.resolve("bsd", "Jan  1 00:00:02", at("2026-01-01T00:00:09"))
     assert late == "2027-01-01T00:00:02.000Z"
     assert early == "2026-01-01T00:00:02.000Z"
+
+
+def test_cached_results_follow_the_one_day_limit_within_a_day() -> None:
+    resolver = TimeResolver()
+    before = resolver.resolve("bsd", "Dec  8 10:00:00", at("2026-12-07T09:59:59"))
+    after = resolver.resolve("bsd", "Dec  8 10:00:00", at("2026-12-07T10:00:00"))
+    again = resolver.resolve("bsd", "Dec  8 10:00:00", at("2026-12-07T09:00:00"))
+    assert (before, after, again) == (
+        "2025-12-08T10:00:00.000Z",
+        "2026-12-08T10:00:00.000Z",
+        "2025-12-08T10:00:00.000Z",
+    )
+
+
+def test_a_year_less_line_is_never_dated_more_than_a_day_after_its_arrival() -> None:
+    resolver = TimeResolver()
+    rng = random.Random(7)  # noqa: S311 - reproducible test data, not secrets
+    for _ in range(2000):
+        arrival = at("2024-01-01T00:00:00") + rng.uniform(0, 4 * 365 * 86400)
+        moment = datetime.fromtimestamp(arrival + rng.uniform(-300 * 86400, 2 * 86400), UTC)
+        stamp = f"{moment:%b} {moment.day:2d} {moment:%H:%M:%S}"
+        resolved = resolver.resolve("bsd", stamp, arrival)
+        assert resolved is not None
+        epoch = datetime.fromisoformat(resolved.replace("Z", "+00:00")).timestamp()
+        assert epoch <= arrival + 86400
+        assert arrival - epoch < 366 * 86400
 
 
 def test_caches_stay_bounded() -> None:

@@ -7,15 +7,22 @@ compared with the program's templates of the same length and anchor word (the fi
 first two tokens without a digit: `wlan0: AP-ENABLED` is anchored on `AP-ENABLED`). The most
 similar template (equal tokens over length, wildcards in the template not counted) takes the
 message when the similarity is at least `similarity`, its differing tokens becoming `<*>`;
-otherwise the message starts a new
-template, which is a NEW hit keyed by program and template, with the finding id fixed by the
-first-seen event time. Seen templates give nothing. A program's templates are learned silently
-during its first `learning_s` seconds (event time): a fresh install reports no routine
-message as new, only kinds that appear once the fleet's normal traffic is known.
+otherwise the message starts a new template. Seen templates give nothing. Templates are the
+fleet's (keyed by program), and a program is learned silently during its first `learning_s`
+seconds of event time and its first `learning_events` messages, whichever ends later: a fresh
+install (or a replayed file) reports no routine message as new, only kinds that appear once
+the program's normal traffic is known.
+
+New templates are reported in groups: one finding per router (`hostname`) and program per
+`group_s` seconds, keyed `hostname|program` with the finding id fixed by the group's first
+new template; each further new template in the group is an UPDATE hit listing the templates
+so far (`details.templates`, the first `max_listed`; `details.count` counts them all), as a
+THRESHOLD burst grows.
 
 With `novelty="key"` the rule reports a key never seen before instead (a DHCP client MAC new
-to the fleet): the rule learns silently during its own first `learning_s` seconds, then each
-new key is a hit once.
+to the fleet): the rule learns silently during its own first `learning_s` seconds and
+`learning_events` events, then new keys are grouped the same way, one finding per router per
+`group_s` listing them (`details.keys`).
 
 State is bounded by `max_templates` (least recently matched evicted, counted) and can be
 exported and loaded as plain JSON-able data.
@@ -24,9 +31,9 @@ exported and loaded as plain JSON-able data.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opmas.agents.rules.types import KEY_SEPARATOR, MISSING_KEY_PART, Rule, RuleHit, event_time
@@ -36,6 +43,8 @@ from opmas.messages import ParsedEvent
 
 WILDCARD = "<*>"
 NOVELTY_MODES = ("template", "key")
+GROUP_S = 3600.0  # new templates of one router and program within this are one finding
+MAX_LISTED = 20  # templates or keys a finding lists (its count says how many there are)
 SHAPE_CACHE = 1 << 16
 STATE_VERSION = 1
 
@@ -124,6 +133,14 @@ class Template:
         return " ".join(self.tokens)
 
 
+@dataclass(slots=True)
+class NoveltyGroup:
+    """The new templates (or keys) of one router and program within `group_s`: one finding."""
+
+    burst: Burst
+    items: list[str] = field(default_factory=list)  # the first `max_listed`, in order
+
+
 def _anchor(token: str) -> bool:
     return WILDCARD not in token and not any(c.isdigit() for c in token)
 
@@ -159,8 +176,12 @@ class NoveltyRule(Rule):
         learning_s: float = 0.0,
         novelty: str = "template",
         max_tokens: int = 200,
+        learning_events: int = 0,
+        group_s: float = GROUP_S,
+        max_listed: int = MAX_LISTED,
+        evidence_limit: int = 20,
     ) -> None:
-        super().__init__(name, conditions, group_by, 1)
+        super().__init__(name, conditions, group_by, evidence_limit)
         if not 0 < similarity <= 1:
             raise ConfigError(f"rule {name!r}: similarity must be in (0, 1]")
         if max_templates < 1:
@@ -173,14 +194,29 @@ class NoveltyRule(Rule):
             raise ConfigError(f"rule {name!r}: max_tokens must be at least 1")
         if learning_s < 0:
             raise ConfigError(f"rule {name!r}: learning_s must not be negative")
+        if isinstance(learning_events, bool) or not isinstance(learning_events, int):
+            raise ConfigError(f"rule {name!r}: learning_events must be an integer")
+        if learning_events < 0:
+            raise ConfigError(f"rule {name!r}: learning_events must not be negative")
+        if not group_s > 0:
+            raise ConfigError(f"rule {name!r}: group_s must be positive")
+        if max_listed < 1:
+            raise ConfigError(f"rule {name!r}: max_listed must be at least 1")
         if novelty not in NOVELTY_MODES:
             raise ConfigError(f"rule {name!r}: novelty must be one of {list(NOVELTY_MODES)}")
         self.novelty = novelty
         self._keys: OrderedDict[str, None] = OrderedDict()  # novelty="key": keys seen
         self._rule_first: float | None = None
         self.learning_s = float(learning_s)
+        self.learning_events = learning_events
+        self.group_s = float(group_s)
+        self.max_listed = max_listed
         # key -> event time its first message was seen (bounded like the templates)
         self._first_seen: OrderedDict[str, float] = OrderedDict()
+        # key -> messages seen, up to learning_events (bounded like the templates)
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        # "hostname|program" (novelty="key": hostname) -> its open group, least recent first
+        self._groups: OrderedDict[str, NoveltyGroup] = OrderedDict()
         # (key, masked tokens) -> its template: most messages repeat a known shape exactly
         self._shapes: dict[tuple[str, tuple[str, ...]], Template] = {}
         self.similarity = float(similarity)
@@ -275,17 +311,16 @@ class NoveltyRule(Rule):
         key = self.group_key(event)
         ts = event_time(event)
         if self.novelty == "key":
-            return self._new_key(key, ts, event.event_id)
-        learning_until = self._learning_until(key, ts)
+            return self._new_key(key, ts, event)
+        learning = self._learning(key, ts)
         template = self.learn(key, event.message, ts)
         self.seen_events += 1
-        if template is None or self.seen_events <= self.warmup_events or ts < learning_until:
+        if template is None or learning or self.seen_events <= self.warmup_events:
             return []
-        hit_key = f"{key}{KEY_SEPARATOR}{template.text}"
-        burst = Burst(start=ts, last=ts, total=1)
-        return [self._hit(True, hit_key, 1, burst, ts, (event.event_id,))]
+        host = event.hostname or MISSING_KEY_PART
+        return [self._grouped(f"{host}{KEY_SEPARATOR}{key}", template.text, ts, event.event_id)]
 
-    def _new_key(self, key: str, ts: float, event_id: str) -> list[RuleHit]:
+    def _new_key(self, key: str, ts: float, event: ParsedEvent) -> list[RuleHit]:
         self.seen_events += 1
         if self._rule_first is None or ts < self._rule_first:
             self._rule_first = ts
@@ -296,12 +331,36 @@ class NoveltyRule(Rule):
         if len(self._keys) > self.max_templates:
             self._keys.popitem(last=False)
             self.evicted += 1
-        if ts < self._rule_first + self.learning_s or self.seen_events <= self.warmup_events:
+        if ts < self._rule_first + self.learning_s or self.seen_events <= max(
+            self.warmup_events, self.learning_events
+        ):
             return []
-        burst = Burst(start=ts, last=ts, total=1)
-        return [self._hit(True, key, 1, burst, ts, (event_id,))]
+        return [self._grouped(event.hostname or MISSING_KEY_PART, key, ts, event.event_id)]
 
-    def _learning_until(self, key: str, ts: float) -> float:
+    def _grouped(self, group_key: str, item: str, ts: float, event_id: str) -> RuleHit:
+        """The hit of a new template or key: NEW for the first of its group, else UPDATE."""
+        group = self._groups.get(group_key)
+        new = group is None or not -self.group_s < ts - group.burst.start < self.group_s
+        if group is None or new:
+            evidence: deque[str] = deque(maxlen=self.evidence_limit)
+            group = NoveltyGroup(Burst(start=ts, last=ts, total=0, evidence=evidence))
+            self._groups[group_key] = group
+            if len(self._groups) > self.max_templates:
+                self._groups.popitem(last=False)
+        self._groups.move_to_end(group_key)
+        burst = group.burst
+        burst.total += 1
+        burst.last = max(burst.last, ts)
+        if len(group.items) < self.max_listed:
+            group.items.append(item)
+        if len(burst.evidence) < self.evidence_limit:
+            burst.evidence.append(event_id)
+        hit = self._hit(new, group_key, burst.total, burst, ts, burst.evidence)
+        listed = "keys" if self.novelty == "key" else "templates"
+        return replace(hit, details={"novelty": self.novelty, listed: list(group.items)})
+
+    def _learning(self, key: str, ts: float) -> bool:
+        """Whether the program is still learned silently at `ts` (counting this message)."""
         first = self._first_seen.get(key)
         if first is None:
             first = self._first_seen[key] = ts
@@ -309,10 +368,28 @@ class NoveltyRule(Rule):
                 self._first_seen.popitem(last=False)
         elif ts < first:
             first = self._first_seen[key] = ts
-        return first + self.learning_s
+        if not self.learning_events:
+            return ts < first + self.learning_s
+        seen = self._counts.get(key, 0)
+        if seen <= self.learning_events:  # counted up to one past: enough to know it is over
+            self._counts[key] = seen = seen + 1
+            if len(self._counts) > self.max_templates:
+                self._counts.popitem(last=False)
+        return ts < first + self.learning_s or seen <= self.learning_events
+
+    def expire(self, now: float) -> int:
+        """Forget groups that closed before `now` (event time); returns how many."""
+        dropped = 0
+        while self._groups:
+            key, group = next(iter(self._groups.items()))
+            if now - group.burst.start < self.group_s:
+                break
+            del self._groups[key]
+            dropped += 1
+        return dropped
 
     def state_size(self) -> tuple[int, int]:
-        return len(self._lru) + len(self._keys), self.evicted
+        return len(self._lru) + len(self._keys) + len(self._groups), self.evicted
 
     def seed(self, messages: Iterable[tuple[str, str]], ts: float = 0.0) -> int:
         """Learn `(program, message)` pairs without hits; returns how many templates were new."""
@@ -329,6 +406,18 @@ class NoveltyRule(Rule):
             "first_seen": dict(self._first_seen),
             "keys": list(self._keys),
             "rule_first": self._rule_first,
+            "counts": dict(self._counts),
+            "groups": [
+                {
+                    "key": key,
+                    "start": g.burst.start,
+                    "last": g.burst.last,
+                    "total": g.burst.total,
+                    "items": g.items,
+                    "evidence": list(g.burst.evidence),
+                }
+                for key, g in self._groups.items()
+            ],
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -364,6 +453,25 @@ class NoveltyRule(Rule):
             raise ConfigError(f"rule {self.name!r}: bad keys in state")
         self._keys = OrderedDict((str(key), None) for key in keys[-self.max_templates :])
         self._rule_first = None if rule_first is None else float(rule_first)
+        self._load_groups(state)
         for template in loaded:
             groups = self._index.setdefault(template.key, {})
             self._add(template, groups.setdefault(_group(template.tokens), []))
+
+    def _load_groups(self, state: Mapping[str, Any]) -> None:
+        """The learning counts and open groups of an export (absent from older exports)."""
+        counts, groups = state.get("counts", {}), state.get("groups", [])
+        if not isinstance(counts, dict) or not isinstance(groups, list):
+            raise ConfigError(f"rule {self.name!r}: bad groups in state")
+        try:
+            self._counts = OrderedDict((str(k), int(v)) for k, v in counts.items())
+            self._groups = OrderedDict()
+            for item in groups:
+                evidence = deque(map(str, item["evidence"]), maxlen=self.evidence_limit)
+                burst = Burst(
+                    float(item["start"]), float(item["last"]), int(item["total"]), evidence
+                )
+                items = [str(i) for i in item["items"]][: self.max_listed]
+                self._groups[str(item["key"])] = NoveltyGroup(burst, items)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"rule {self.name!r}: bad groups in state: {exc}") from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -58,6 +58,7 @@ class RuleHit:
     event_ts: float
     finding_id: str
     evidence: tuple[str, ...]  # event ids, oldest first, at most the rule's evidence_limit
+    details: Mapping[str, object] | None = None  # set into the finding's details (novelty)
 
     @property
     def is_new(self) -> bool:
