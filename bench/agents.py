@@ -461,7 +461,7 @@ async def servers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[tuple[st
     settings = Settings(
         data_dir=tmp / "servers", env="dev", **{k: v for k, v in given.items() if v}
     )
-    async with embedded_services(settings) as endpoints:
+    async with embedded_services(settings, start=True) as endpoints:
         await migrate.upgrade(endpoints.database_url)
         async with connect_bus(endpoints.nats_url, settings.bus, name="bench-setup") as bus:
             await ensure_streams(bus)

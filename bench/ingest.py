@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     base = f"http://127.0.0.1:{http_port}"
     try:
         _wait_ready(base, up, log_path)
-        db_url = json.loads(Path(f"{tmp}/data/endpoints.json").read_text())["database_url"]
+        db_url = json.loads(Path(f"{tmp}/data/instance.json").read_text())["database_url"]
         lines = make_lines(50_000, args.hosts)
         watch = ProcWatch(psutil.Process(up.pid))
         watch.begin()

@@ -85,7 +85,7 @@ def make_finding(rng: random.Random, args: argparse.Namespace, n: int) -> Findin
 async def servers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Settings]:
     given = {"database_url": args.database_url, "nats_url": args.nats_url}
     base = Settings(data_dir=tmp / "servers", env="dev", **{k: v for k, v in given.items() if v})
-    async with embedded_services(base) as endpoints:
+    async with embedded_services(base, start=True) as endpoints:
         await migrate.upgrade(endpoints.database_url)
         yield base.model_copy(
             update={

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import fcntl
 import importlib.util
 import json
 import os
@@ -24,15 +23,16 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import structlog
 
+from opmas import instance
 from opmas.errors import EmbeddedError
+from opmas.instance import Endpoints as Endpoints  # re-exported: the CLI imports it from here
 from opmas.settings import EmbeddedSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -40,19 +40,7 @@ log = structlog.get_logger(__name__)
 PG_SYSTEM_USER = "opmas-postgres"
 PG_DATABASE = "opmas"
 PG_SUPERUSER = "postgres"
-ENDPOINTS_FILE = "endpoints.json"
-LOCK_FILE = "opmas.lock"
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where the database and the bus answer, embedded or not."""
-
-    database_url: str
-    nats_url: str
-    embedded_postgres: bool
-    embedded_nats: bool
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -350,23 +338,27 @@ def _write_secret(path: Path, text: str) -> None:
 
 @contextlib.asynccontextmanager
 async def embedded_services(
-    settings: Settings, *, with_nats: bool = True
+    settings: Settings, *, with_nats: bool = True, start: bool = False
 ) -> AsyncIterator[Endpoints]:
-    """Start what the settings leave unconfigured; yield the endpoints; stop what we started.
+    """The servers the settings name, the unnamed ones taken from the OPMAS running on the
+    data dir (CLI commands: nothing is started or created; DataDirError if none runs).
 
-    When another OPMAS process already runs the embedded servers of this data dir (it holds
-    the data dir lock), its recorded endpoints are borrowed and nothing is started.
+    With `start` (`opmas up`, `opmas run`): the unnamed ones are started, recorded in the
+    data dir and stopped on leaving, unless another process holds the data dir; then its
+    recorded endpoints are borrowed.
     """
-    root = settings.data_dir.resolve()
-    root.mkdir(parents=True, exist_ok=True)
     want_pg = settings.database_url is None
     want_nats = with_nats and settings.nats_url is None
     if not (want_pg or want_nats):
         yield _configured(settings, None)
         return
-    with _data_dir_lock(root) as owner:
+    root = settings.data_dir.resolve()
+    if not start:
+        yield _configured(settings, await instance.find(root))
+        return
+    with instance.claim(root) as owner:
         if not owner:
-            yield _configured(settings, await _borrowed(root))
+            yield _configured(settings, await instance.find(root))
             return
         postgres = EmbeddedPostgres(root, settings.embedded) if want_pg else None
         nats = EmbeddedNats(root, settings.embedded, sync=settings.nats_sync) if want_nats else None
@@ -378,37 +370,13 @@ async def embedded_services(
                 embedded_postgres=postgres is not None,
                 embedded_nats=nats is not None,
             )
-            write_endpoints(root, endpoints)
+            instance.record(root, endpoints)
             yield endpoints
         finally:
-            (root / ENDPOINTS_FILE).unlink(missing_ok=True)
+            (root / instance.INSTANCE_FILE).unlink(missing_ok=True)
             for server in (nats, postgres):
                 if server is not None:
                     await server.stop()
-
-
-@contextlib.contextmanager
-def _data_dir_lock(root: Path) -> Iterator[bool]:
-    """Hold the data dir's lock if nobody else does; yield whether we own it."""
-    with (root / LOCK_FILE).open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-async def _borrowed(root: Path) -> Endpoints:
-    for _ in range(300):  # the owner may still be starting its servers
-        found = read_endpoints(root)
-        if found is not None:
-            return found
-        await asyncio.sleep(0.1)
-    raise EmbeddedError(f"another OPMAS process holds {root} but has not recorded its endpoints")
 
 
 def _configured(settings: Settings, borrowed: Endpoints | None) -> Endpoints:
@@ -427,25 +395,6 @@ def _secret(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
-def write_endpoints(root: Path, endpoints: Endpoints) -> None:
-    """Record where a running `opmas up` serves, for `opmas status` (mode 0600)."""
-    _write_secret(root / ENDPOINTS_FILE, json.dumps(endpoints.__dict__))
-
-
-def read_endpoints(root: Path) -> Endpoints | None:
-    """The endpoints a running `opmas up` recorded in `root`, if any."""
-    path = root / ENDPOINTS_FILE
-    if not path.exists():
-        return None
-    return Endpoints(**json.loads(path.read_text()))
-
-
 def running_endpoints(root: Path) -> Endpoints | None:
-    """Endpoints of an OPMAS process that runs embedded servers in `root` right now."""
-    root = root.resolve()
-    if not (root / LOCK_FILE).exists():
-        return None
-    with _data_dir_lock(root) as owner:
-        if owner:
-            return None  # nobody holds it: whatever endpoints file is there is stale
-    return read_endpoints(root)
+    """Endpoints of an OPMAS process that runs on `root` right now (creates nothing)."""
+    return instance.running(root)

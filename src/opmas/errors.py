@@ -1,7 +1,10 @@
 """The error tree every OPMAS component raises from.
 
 OpmasError
-├── ConfigError    bad settings, rule or playbook file (carries path and line)
+├── ConfigError    bad settings, rule or playbook file (carries path and line); fatal: the
+│   │              supervisor stops the process instead of restarting the component
+│   ├── BindError  a listener cannot bind its port (in use, not permitted)
+│   └── DataDirError  no data dir or no running OPMAS there, or another `opmas up` holds it
 ├── ParseError     a line we cannot parse (carries the raw line and the reason)
 ├── BusError       NATS or JetStream failed
 │   ├── PublishTimeout
@@ -18,6 +21,8 @@ OpmasError
 
 from __future__ import annotations
 
+import errno
+
 
 class OpmasError(Exception):
     """Root of every error OPMAS raises on purpose."""
@@ -31,6 +36,30 @@ class ConfigError(OpmasError):
         super().__init__(f"{where}{message}")
         self.path = path
         self.line = line
+
+
+class BindError(ConfigError):
+    """A listener cannot bind its address; the message names the port and the variable."""
+
+    @classmethod
+    def from_os_error(
+        cls, exc: OSError, *, what: str, host: str, port: int, variable: str, host_variable: str
+    ) -> BindError:
+        """The one-line error for `exc` raised binding `what` to host:port; `variable` and
+        `host_variable` name the settings of the port and of the host."""
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return cls(f"{what} host {host} is no address of this machine: set {host_variable}")
+        if exc.errno == errno.EADDRINUSE:
+            problem, fix = "is in use", "stop what listens there, or set"
+        elif exc.errno == errno.EACCES:
+            problem, fix = "is not permitted (below 1024?)", "run with the right, or set"
+        else:
+            problem, fix = f"cannot be opened ({exc.strerror or exc})", "set"
+        return cls(f"{what} port {port} on {host} {problem}: {fix} {variable}")
+
+
+class DataDirError(ConfigError):
+    """No data dir or no running OPMAS in it, or another `opmas up` already holds it."""
 
 
 class ParseError(OpmasError):

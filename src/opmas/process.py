@@ -16,6 +16,7 @@ from opmas.agents.registry import AGENTS
 from opmas.agents.service import DomainAgent
 from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
+from opmas.errors import ConfigError
 from opmas.executor.service import Executor
 from opmas.ingest.service import IngestService
 from opmas.metrics import MetricsResponder
@@ -119,6 +120,7 @@ def _factory(
             components=members or (name,),
             ready_timeout_s=resources.settings.embedded.start_timeout_s,
             grace_s=runtime.shutdown_grace_s,
+            abort=process.supervisor.halt,
         )
     if name == "api":
         return lambda: ApiServer(
@@ -164,11 +166,16 @@ async def open_process(
     build the supervisor of `names`; answer status requests while open. With `split`
     (`opmas up`), the components named in `runtime.own_process` run in child processes."""
     names = expand(names)
-    async with open_resources(settings, migrate_schema=migrate_schema) as resources:
-        sock = bind(settings.http_host, settings.http_port) if "api" in names else None
-        try:
+    own = settings.runtime.own_process if split else []
+    try:
+        expand(own)
+    except ValueError as exc:
+        raise ConfigError(f"OPMAS_RUNTIME__OWN_PROCESS: {exc}") from None
+    # bound before the servers start: a port in use fails at once, and says which
+    sock = bind(settings.http_host, settings.http_port) if "api" in names else None
+    try:
+        async with open_resources(settings, migrate_schema=migrate_schema) as resources:
             process = Process(resources, Supervisor({}, settings.runtime), sock)
-            own = settings.runtime.own_process if split else []
             units = _units(names, own)
             separate = {unit for unit in units if unit in own}
             process.children = len(separate)
@@ -183,9 +190,9 @@ async def open_process(
                 _metrics_for_parent(resources, names),
             ):
                 yield process
-        finally:
-            if sock is not None:
-                sock.close()
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def _metrics_for_parent(

@@ -35,7 +35,7 @@ async def open_resources(
     settings: Settings, *, migrate_schema: bool = False, name: str = "opmas"
 ) -> AsyncIterator[Resources]:
     """Start or reach PostgreSQL and NATS, then yield the shared connections."""
-    async with embedded_services(settings) as endpoints:
+    async with embedded_services(settings, start=True) as endpoints:
         if migrate_schema:
             await migrate.upgrade(endpoints.database_url)
         engine = create_engine(endpoints.database_url, settings.database)

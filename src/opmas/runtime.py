@@ -2,7 +2,8 @@
 
 A component is an async context manager with a `name` and a `run(stop)` coroutine. Entering it
 opens its resources (status STARTING until then, ACTIVE after); `run` returns once `stop` is set
-and its in-flight work is done; leaving it closes what entering opened.
+and its in-flight work is done; leaving it closes what entering opened. A component that raises
+ConfigError (bad setting, port in use) is not restarted: the whole process stops with it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import Counter, Gauge
 
+from opmas.errors import ConfigError
 from opmas.settings import RuntimeSettings
 
 log = structlog.get_logger(__name__)
@@ -61,6 +63,7 @@ class ComponentState:
     restarts: int = 0
     last_error: str | None = None
     detail: str | None = None  # what an ACTIVE component offers, e.g. where it listens
+    fatal: bool = False  # its last error stops the process instead of a restart
     since: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, object]:
@@ -81,7 +84,8 @@ class Supervisor:
     """Runs components side by side; restarts a crashed one with exponential backoff.
 
     A component that raises is shown as ERROR until its restart succeeds. On stop, every
-    component gets the stop event and `shutdown_grace_s` to drain; then it is cancelled.
+    component gets the stop event and `shutdown_grace_s` to drain; then it is cancelled. A
+    ConfigError is fatal: every component is stopped the same way, then `run` raises it.
     """
 
     def __init__(
@@ -95,6 +99,13 @@ class Supervisor:
         self._settings = settings
         self._on_status = on_status
         self.states = {name: ComponentState(name) for name in factories}
+        self.fatal: ConfigError | None = None
+        self._halt = asyncio.Event()  # what the components see: stop, or a fatal error
+
+    @property
+    def halt(self) -> asyncio.Event:
+        """Set once the components are to stop (a component still starting may watch it)."""
+        return self._halt
 
     def _set(self, name: str, status: ComponentStatus, error: str | None = None) -> None:
         state = self.states[name]
@@ -107,12 +118,21 @@ class Supervisor:
             self._on_status(state)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every component until `stop` is set, then drain them within the grace period."""
+        """Run every component until `stop` is set, then drain them within the grace period.
+
+        Raises:
+            ConfigError: a component failed on its configuration (the others were drained).
+        """
+        halt = self._halt
         tasks = [
-            asyncio.create_task(self._keep_running(name, stop), name=f"component:{name}")
+            asyncio.create_task(self._keep_running(name, halt), name=f"component:{name}")
             for name in self._factories
         ]
-        await stop.wait()
+        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(halt.wait())}
+        await asyncio.wait(waits, return_when="FIRST_COMPLETED")
+        for each in waits:
+            each.cancel()
+        halt.set()
         _, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_s)
         for task in pending:
             log.warning("component did not drain in time, cancelling", task=task.get_name())
@@ -121,6 +141,8 @@ class Supervisor:
         for name, state in self.states.items():
             if state.status is not ComponentStatus.STOPPED:
                 self._set(name, ComponentStatus.STOPPED)
+        if self.fatal is not None:
+            raise self.fatal
 
     async def _keep_running(self, name: str, stop: asyncio.Event) -> None:
         delay = self._settings.restart_backoff_s
@@ -128,6 +150,13 @@ class Supervisor:
             started = time.monotonic()
             try:
                 await self._run_once(name, stop)
+            except ConfigError as exc:  # restarting cannot help: stop everything, say why
+                log.debug("component failed on its configuration", component=name, exc_info=True)
+                self.states[name].fatal = True
+                self._set(name, ComponentStatus.ERROR, str(exc))
+                self.fatal = self.fatal or exc
+                self._halt.set()
+                return
             except Exception as exc:  # a component's crash must not take the others down
                 log.exception("component crashed", component=name)
                 self._set(name, ComponentStatus.ERROR, f"{type(exc).__name__}: {exc}")
@@ -144,6 +173,8 @@ class Supervisor:
     async def _run_once(self, name: str, stop: asyncio.Event) -> None:
         self._set(name, ComponentStatus.STARTING)
         async with self._factories[name]() as component:
+            if stop.is_set():
+                return  # stopped while it was starting: leave it unannounced
             describe = getattr(component, "describe", None)
             self.states[name].detail = describe() if callable(describe) else None
             self._set(name, ComponentStatus.ACTIVE)
@@ -158,11 +189,16 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def run_until_signalled(
-    main: Callable[[asyncio.Event], Awaitable[None]], *, force_after_s: float | None = None
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    *,
+    force_after_s: float | None = None,
+    second_signal_forces: bool = True,
 ) -> None:
     """Run `main(stop)`; SIGINT or SIGTERM sets `stop`, a second signal cancels `main`, and
     so does `force_after_s` passing after the first (a child whose parent died with the
-    servers it used would otherwise wait for them forever)."""
+    servers it used would otherwise wait for them forever). A child of `opmas up` passes
+    `second_signal_forces=False`: a signal sent to every process at once (`systemctl stop`)
+    and its parent's SIGTERM right after are one request to stop, not two."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.ensure_future(main(stop))
@@ -175,7 +211,8 @@ async def run_until_signalled(
     def _signalled(signum: int) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
-            _force(f"second {name}")
+            if second_signal_forces:
+                _force(f"second {name}")
             return
         log.info("stopping", signal=name)
         stop.set()

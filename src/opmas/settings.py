@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from opmas.environment import OpmasEnvSource
 from opmas.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config/opmas_config.yaml")
@@ -217,6 +218,15 @@ class NotifierSettings(BaseModel):
         5.0, ge=0, description="Delay before the first retry; doubled each attempt."
     )
     send_timeout_s: float = Field(15.0, gt=0, description="SMTP or HTTP send timeout.")
+    backfill_s: float = Field(
+        86400.0,
+        ge=0,
+        description="A new rule or channel also gets the new findings of this many seconds "
+        "before it appeared (stored while nothing routed them); 0: none.",
+    )
+    backfill_max: int = Field(
+        100, ge=0, description="At most this many of those per channel, the newest."
+    )
 
 
 class Settings(BaseSettings):
@@ -312,9 +322,11 @@ class Settings(BaseSettings):
         key = self.secret_key.get_secret_value() if self.secret_key else None
         if key is not None and self.env != "dev":
             if key.strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError("secret_key is a placeholder; set a real one or env=dev")
+                raise ValueError(
+                    "OPMAS_SECRET_KEY is a placeholder: set a real one (or OPMAS_ENV=dev)"
+                )
             if len(key) < 16:
-                raise ValueError("secret_key must be at least 16 characters")
+                raise ValueError("OPMAS_SECRET_KEY must be at least 16 characters")
         return self
 
     @classmethod
@@ -326,20 +338,20 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _config_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, OpmasEnvSource(settings_cls)]
+        config_file = config_file_path()
         if config_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
 
-def _config_file_path() -> Path | None:
+def config_file_path() -> Path | None:
     """The bootstrap YAML named by OPMAS_CONFIG_FILE, or the default one when it exists."""
     named = os.environ.get("OPMAS_CONFIG_FILE")
     if named:
         path = Path(named)
         if not path.is_file():
-            raise ConfigError("configuration file not found", path=str(path))
+            raise ConfigError(f"OPMAS_CONFIG_FILE names {path}, which is not a file")
         return path
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 

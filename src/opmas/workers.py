@@ -3,7 +3,10 @@
 The child reaches the same PostgreSQL and NATS (their URLs are passed in its environment, so
 it starts no server), answers status requests itself, and dies with its parent (parent-death
 signal). Here it is a component like any other: ACTIVE once the child says it is ready,
-restarted by the supervisor if it exits, stopped with SIGTERM and a grace period.
+restarted by the supervisor if it exits, stopped with SIGTERM and a grace period. It runs in
+a session of its own, so a terminal's Ctrl-C (sent to the foreground process group) reaches
+only the parent, which stops it. A child that stops on a configuration error says so with
+FATAL_MARK; that error is fatal here too.
 """
 
 from __future__ import annotations
@@ -19,16 +22,21 @@ from typing import Self
 import structlog
 
 from opmas.embedded import death_signal
-from opmas.errors import OpmasError
+from opmas.errors import ConfigError, OpmasError
 
 log = structlog.get_logger(__name__)
 
 READY_MARK = "ready    "
+FATAL_MARK = "fatal    "  # then the one-line configuration error that stopped the child
 CHILD_ENV = "OPMAS_CHILD_OF"
 
 
 class WorkerExited(OpmasError):
     """The child process of a component ended on its own."""
+
+
+class WorkerFailed(ConfigError):
+    """The child process of a component stopped on a configuration error (not restarted)."""
 
 
 class WorkerProcess:
@@ -46,6 +54,7 @@ class WorkerProcess:
         ready_timeout_s: float,
         grace_s: float,
         components: tuple[str, ...] = (),
+        abort: asyncio.Event | None = None,
     ) -> None:
         self.name = name
         self._components = components or (name,)
@@ -56,6 +65,8 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._relay: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._fatal: str | None = None
+        self._abort = abort  # set: stop waiting for the child to become ready
 
     def describe(self) -> str | None:
         return f"process {self._proc.pid}" if self._proc else None
@@ -70,17 +81,30 @@ class WorkerProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             preexec_fn=death_signal(signal.SIGTERM),
+            # not in the terminal's process group: Ctrl-C reaches the parent only (a SIG_IGN
+            # set before exec would not do: uvloop's spawn resets every signal disposition)
+            start_new_session=True,
         )
         self._relay = asyncio.create_task(self._relay_output())
-        ready = asyncio.create_task(self._ready.wait())
+        waits = {asyncio.create_task(self._ready.wait())}
+        if self._abort is not None:
+            waits.add(asyncio.create_task(self._abort.wait()))
         await asyncio.wait(
-            {ready, self._relay}, timeout=self._ready_timeout_s, return_when="FIRST_COMPLETED"
+            {*waits, self._relay}, timeout=self._ready_timeout_s, return_when="FIRST_COMPLETED"
         )
-        ready.cancel()
+        for each in waits:
+            each.cancel()
+        if self._abort is not None and self._abort.is_set():
+            return self  # the supervisor stops; leaving terminates the child
         if not self._ready.is_set():
             await self._terminate()
+            self._raise_fatal()
             raise WorkerExited(f"{self.name} process did not become ready")
         return self
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            raise WorkerFailed(self._fatal)
 
     async def _relay_output(self) -> None:
         assert self._proc is not None  # noqa: S101 - set by __aenter__
@@ -92,6 +116,9 @@ class WorkerProcess:
                 if not self._waiting:
                     self._ready.set()
                 continue  # the supervisor here announces it
+            if line.startswith(FATAL_MARK):
+                self._fatal = line[len(FATAL_MARK) :]
+                continue  # the supervisor here stops and says it
             print(line, flush=True)  # noqa: T201 - relaying the child's terminal output
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -101,6 +128,10 @@ class WorkerProcess:
         await asyncio.wait({stopping, exited}, return_when="FIRST_COMPLETED")
         stopping.cancel()
         if not stop.is_set():
+            if self._relay is not None:  # the child's last words, FATAL_MARK among them
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._relay), 1.0)
+            self._raise_fatal()
             raise WorkerExited(f"{self.name} process exited with {self._proc.returncode}")
 
     async def __aexit__(self, *exc_info: object) -> None:

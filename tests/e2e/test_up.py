@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import OPMAS, OpmasProcess, servers_using
+from tests.e2e.conftest import OPMAS, OpmasProcess, free_port, servers_using
 
 
 def _get(port: str, path: str) -> httpx.Response:
@@ -104,7 +106,7 @@ def test_after_kill_9_a_new_up_recovers_with_the_data_intact(
     port = opmas_env["OPMAS_HTTP_PORT"]
     first = start_opmas(["up"], opmas_env)
     _wait_ready(port)
-    endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
+    endpoints = json.loads((tmp_path / "data" / "instance.json").read_text())
 
     async def _write_then_read(url: str, write: bool) -> str | None:
         conn = await asyncpg.connect(url)
@@ -124,7 +126,7 @@ def test_after_kill_9_a_new_up_recovers_with_the_data_intact(
     second = start_opmas(["up"], opmas_env)
     restart_s = _wait_ready(port)
     assert restart_s < 15
-    endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
+    endpoints = json.loads((tmp_path / "data" / "instance.json").read_text())
     assert asyncio.run(_write_then_read(endpoints["database_url"], write=False)) == '"kept"'
     assert second.stop(signal.SIGTERM) == 0
     assert servers_using(tmp_path / "data") == []
@@ -151,16 +153,113 @@ def test_run_one_component_serves_only_it(
     start_opmas: type[OpmasProcess], opmas_env: dict[str, str], tmp_path: Path
 ) -> None:
     port = opmas_env["OPMAS_HTTP_PORT"]
-    migrate = subprocess.run(
-        [OPMAS, "migrate"], env=opmas_env, cwd=tmp_path, capture_output=True, text=True
+    api = start_opmas(["run", "api"], opmas_env)
+    api.wait_for("ready    api")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    migrate = subprocess.run(  # finds the servers `run api` started, from any directory
+        [OPMAS, "migrate"], env=opmas_env, cwd=elsewhere, capture_output=True, text=True
     )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    api = start_opmas(["run", "api"], opmas_env)
     _wait_ready(port)
-    api.wait_for("ready    api")
     assert "maintenance" not in api.output
     assert api.stop() == 0
     assert servers_using(tmp_path / "data") == []
     unknown = subprocess.run([OPMAS, "run", "nope"], env=opmas_env, capture_output=True, text=True)
     assert unknown.returncode == 2
     assert "unknown component" in unknown.stdout + unknown.stderr
+
+
+def test_one_up_per_data_dir_and_cli_commands_find_it_from_anywhere(
+    start_opmas: type[OpmasProcess], opmas_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = opmas_env["OPMAS_HTTP_PORT"]
+    data = tmp_path / "data"
+    up = start_opmas(["up"], opmas_env, tmp_path)
+    _wait_ready(port)
+    recorded = data / "instance.json"
+    info = json.loads(recorded.read_text())
+    assert info["pid"] == up.proc.pid
+    assert info["api_url"] == f"http://127.0.0.1:{port}"
+    assert stat.S_IMODE(recorded.stat().st_mode) == 0o600  # its URLs carry passwords
+
+    second = subprocess.run(
+        [OPMAS, "up"],
+        env={**opmas_env, "OPMAS_HTTP_PORT": str(free_port())},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2
+    assert second.stdout == ""
+    assert second.stderr.count("\n") == 1, second.stderr
+    assert f"pid {up.proc.pid}, started " in second.stderr
+    assert f"API http://127.0.0.1:{port}) already runs on {data}" in second.stderr
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    listed = subprocess.run(
+        [OPMAS, "findings", "list", "--json"],
+        env=opmas_env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert list(elsewhere.iterdir()) == []
+    assert up.stop(signal.SIGINT) == 0
+    assert not recorded.exists()
+
+
+READY_UNITS = (
+    "api",
+    "ingest",
+    "maintenance",
+    "store",
+    "parser",
+    "agent-health",
+    "agents",
+    "orchestrator",
+    "executor",
+    "notifier",
+)
+
+
+def test_ctrl_c_in_a_terminal_stops_everything_within_seconds_without_warnings(
+    opmas_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C is SIGINT to the whole foreground process group."""
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        up = subprocess.Popen(
+            [OPMAS, "up"],
+            env=opmas_env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a shell gives a job
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not all(f"ready    {unit}" in log.read_text() for unit in READY_UNITS):
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        started = time.monotonic()
+        os.killpg(up.pid, signal.SIGINT)
+        code = up.wait(60)
+        stop_s = time.monotonic() - started
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    output = log.read_text()
+    assert code == 0, output
+    assert stop_s <= 8, f"stopped in {stop_s:.1f} s:\n{output}"
+    for warning in ("DrainTimeoutError", "did not drain", "forcing exit", "Traceback", "error"):
+        assert warning not in output
+    assert output.rstrip().endswith("stopped")
+    assert servers_using(tmp_path / "data") == []

@@ -41,7 +41,7 @@ def test_config_error_is_reported_without_a_traceback(monkeypatch: pytest.Monkey
     monkeypatch.setenv("OPMAS_HTTP_PORT", "not-a-port")
     result = runner.invoke(app, ["config", "show"])
     assert result.exit_code == 2
-    assert "http_port" in result.output
+    assert "OPMAS_HTTP_PORT" in result.output
     assert "Traceback" not in result.output
 
 

@@ -10,6 +10,7 @@ from typing import Self
 
 import pytest
 
+from opmas.errors import BindError, ConfigError
 from opmas.runtime import ComponentState, ComponentStatus, Supervisor, run_until_signalled
 from opmas.settings import RuntimeSettings
 
@@ -138,3 +139,81 @@ async def test_a_stop_that_never_finishes_is_forced_after_force_after_s() -> Non
     await killer
     assert stopped.is_set()
     assert 0.3 <= time.monotonic() - started < 5
+
+
+class Misconfigured:
+    """Fails to open on its configuration, as a listener on a port in use does."""
+
+    name = "misconfigured"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def __aenter__(self) -> Self:
+        self.log.append("open")
+        raise BindError("syslog UDP port 5514 on 0.0.0.0 is in use")
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        raise AssertionError("never opened")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        raise AssertionError("never opened")
+
+
+async def test_a_configuration_error_is_not_restarted_and_stops_every_component() -> None:
+    log: list[str] = []
+    seen: list[ComponentState] = []
+    supervisor = Supervisor(
+        {"flaky": lambda: Flaky(log, crashes=0), "misconfigured": lambda: Misconfigured(log)},
+        FAST,
+        on_status=lambda s: seen.append(ComponentState(**vars(s))),
+    )
+    stop = asyncio.Event()
+    with pytest.raises(ConfigError, match=r"port 5514 on 0\.0\.0\.0 is in use"):
+        await asyncio.wait_for(supervisor.run(stop), 5)
+    assert not stop.is_set()  # it stopped on its own, no signal needed
+    assert log.count("open") == 2  # each opened once: no restart
+    assert log[-2:] == ["drained", "close"]  # the healthy one drained and closed
+    state = supervisor.states["misconfigured"]
+    assert state.restarts == 0
+    errors = [s for s in seen if s.status is ComponentStatus.ERROR]
+    assert [(s.name, s.fatal, s.last_error) for s in errors] == [
+        ("misconfigured", True, "syslog UDP port 5514 on 0.0.0.0 is in use")
+    ]
+
+
+async def test_a_component_still_starting_when_stopped_is_not_announced() -> None:
+    class Slow(Flaky):
+        async def __aenter__(self) -> Self:
+            await asyncio.sleep(0.2)
+            return await super().__aenter__()
+
+    log: list[str] = []
+    seen: list[ComponentStatus] = []
+    supervisor = Supervisor(
+        {"slow": lambda: Slow(log, 0)}, FAST, on_status=lambda s: seen.append(s.status)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert ComponentStatus.ACTIVE not in seen
+    assert log == ["open", "close"]
+
+
+async def test_a_child_takes_a_second_signal_as_the_same_stop() -> None:
+    """`systemctl stop` signals every process, then the parent of a child signals it again."""
+
+    async def draining(stop: asyncio.Event) -> None:
+        await stop.wait()
+        await asyncio.sleep(0.3)  # in-flight work
+
+    async def terminate_twice() -> None:
+        for _ in range(2):
+            await asyncio.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = asyncio.create_task(terminate_twice())
+    await run_until_signalled(draining, force_after_s=5, second_signal_forces=False)
+    await killer

@@ -11,6 +11,7 @@ from typing import Self
 import uvicorn
 
 from opmas.api.app import create_app
+from opmas.errors import BindError
 from opmas.resources import Resources
 from opmas.runtime import Supervisor
 
@@ -24,11 +25,26 @@ class _Server(uvicorn.Server):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; port 0 picks a free one."""
+    """A listening TCP socket; port 0 picks a free one.
+
+    Raises:
+        BindError: the port is in use or not permitted; the message names OPMAS_HTTP_PORT.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindError.from_os_error(
+            exc,
+            what="HTTP",
+            host=host,
+            port=port,
+            variable="OPMAS_HTTP_PORT",
+            host_variable="OPMAS_HTTP_HOST",
+        ) from exc
     sock.listen(2048)
     sock.setblocking(False)
     return sock

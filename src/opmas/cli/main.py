@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Coroutine
@@ -10,10 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from opmas import __version__
+from opmas import __version__, instance
 from opmas.cli import actions as actions_cli
 from opmas.cli import allowlist as allowlist_cli
 from opmas.cli import config as config_cli
+from opmas.cli import decisions as decisions_cli
 from opmas.cli import devices as devices_cli
 from opmas.cli import events as events_cli
 from opmas.cli import explain as explain_cli
@@ -27,8 +29,8 @@ from opmas.cli import replay as replay_cli
 from opmas.cli import rules as rules_cli
 from opmas.cli import status as status_cli
 from opmas.cli import tokens as tokens_cli
-from opmas.cli.context import console, load_settings
-from opmas.errors import OpmasError
+from opmas.cli.context import CONFIG_EXIT, console, fail_startup, load_settings
+from opmas.errors import ConfigError, OpmasError
 from opmas.process import COMPONENT_NAMES, GROUPS, Process, expand, run_process
 from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
 from opmas.settings import ensure_secret_key
@@ -51,6 +53,7 @@ app.add_typer(actions_cli.app, name="actions")
 app.add_typer(devices_cli.app, name="devices")
 app.add_typer(playbooks_cli.app, name="playbooks")
 app.add_typer(allowlist_cli.app, name="allowlist")
+app.add_typer(decisions_cli.app, name="decisions")
 app.add_typer(notify_cli.app, name="notify")
 app.add_typer(keys_cli.app, name="keys")
 app.command("migrate")(migrate_cli.migrate)
@@ -70,8 +73,14 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Log at debug level; errors show their traceback."),
+    ] = False,
 ) -> None:
     """OPMAS: OpenWRT Proactive Monitoring Agentic System."""
+    if debug:  # through the environment, so that the children of `opmas up` inherit it
+        os.environ["OPMAS_LOG_LEVEL"] = "debug"
 
 
 def _announce(process: Process) -> None:
@@ -87,6 +96,7 @@ def _announce(process: Process) -> None:
     console.print(f"  bus       {bus} at {endpoints.nats_url}")
     if process.api_url:
         console.print(f"  API       {process.api_url}  (docs {process.api_url}/docs)")
+    instance.record(settings.data_dir, endpoints, api_url=process.api_url)
 
 
 def _host_of(url: str) -> str:
@@ -97,7 +107,7 @@ def _print_status(state: ComponentState) -> None:
     if state.status is ComponentStatus.ACTIVE:
         detail = f"  {state.detail}" if state.detail else ""
         console.print(f"[green]ready[/green]    {state.name:<14}{detail}", soft_wrap=True)
-    elif state.status is ComponentStatus.ERROR:
+    elif state.status is ComponentStatus.ERROR and not state.fatal:  # fatal: _serve says it
         console.print(
             f"[red]error[/red]    {state.name}: {state.last_error} (restarting)", soft_wrap=True
         )
@@ -117,28 +127,36 @@ FORCE_MARGIN_S = 10.0  # after the drain grace period, for closing connections
 
 
 def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False) -> None:
-    settings = ensure_secret_key(load_settings())
+    """Run `names` until signalled; `split` (`opmas up`) holds the data dir for its life and
+    runs `runtime.own_process` in children. A configuration or start-up error (bad setting,
+    port in use, data dir held) ends it with one line and exit status 2."""
+    settings = load_settings()
+    child = bool(os.environ.get(CHILD_ENV))
     try:
-        run_loop(
-            run_until_signalled(
-                lambda stop: run_process(
-                    settings,
-                    names,
-                    stop,
-                    migrate_schema=migrate_schema,
-                    split=split,
-                    on_open=_announce,
-                    on_status=_print_status,
-                ),
-                force_after_s=settings.runtime.shutdown_grace_s + FORCE_MARGIN_S,
+        with instance.hold(settings.data_dir) if split else contextlib.nullcontext():
+            settings = ensure_secret_key(settings)
+            run_loop(
+                run_until_signalled(
+                    lambda stop: run_process(
+                        settings,
+                        names,
+                        stop,
+                        migrate_schema=migrate_schema,
+                        split=split,
+                        on_open=_announce,
+                        on_status=_print_status,
+                    ),
+                    force_after_s=settings.runtime.shutdown_grace_s + FORCE_MARGIN_S,
+                    second_signal_forces=not child,  # its parent forces, after a grace period
+                )
             )
-        )
+    except ConfigError as exc:
+        fail_startup(str(exc), exc, code=CONFIG_EXIT)
     except OpmasError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail_startup(str(exc), exc)
     except asyncio.CancelledError:
         sys.exit(130)
-    if not os.environ.get(CHILD_ENV):
+    if not child:
         console.print("stopped")
 
 

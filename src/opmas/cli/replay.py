@@ -1,13 +1,19 @@
 """`opmas replay FILE`: send a log file through the running pipeline, then summarise it.
 
 Lines go straight onto logs.raw (transport `replay`) with ids chosen here, so the summary is
-read back from what the pipeline stored: lines, parsed share, events per domain.
+read back from what the pipeline stored: lines, parsed share, events per domain. They carry
+the `replay` flag unless `--notify` is given: their findings are marked `details.replay` and
+notify nobody, start no playbook. `--dry-run` parses and evaluates the file offline (the
+shipped rules, as `opmas rules test`) and sends nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,12 +24,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from opmas.agents import offline
+from opmas.agents.pack import load_pack
 from opmas.bus.connect import connect_bus
 from opmas.bus.publish import Publisher
 from opmas.cli.context import console, err_console, load_settings
-from opmas.embedded import Endpoints, embedded_services, running_endpoints
-from opmas.errors import OpmasError
-from opmas.messages import RawBatch, RawLog, Transport, encode, new_id
+from opmas.embedded import embedded_services, running_endpoints
+from opmas.errors import ConfigError, OpmasError
+from opmas.instance import Endpoints
+from opmas.messages import Flag, RawBatch, RawLog, Transport, encode, new_id
 from opmas.settings import Settings
 
 BATCH = 500
@@ -53,9 +62,11 @@ async def _send(
     *,
     rate: float | None,
     hostname: str | None,
+    notify: bool,
     progress: Progress,
 ) -> tuple[list[str], float]:
     ids: list[str] = []
+    flags = [] if notify else [Flag.REPLAY]
     started = time.time()
     task = progress.add_task("sending", total=len(lines))
     async with connect_bus(endpoints.nats_url, settings.bus, name="opmas-replay") as bus:
@@ -63,7 +74,8 @@ async def _send(
         for chunk in _chunks(lines, BATCH if rate is None else max(1, min(BATCH, int(rate)))):
             now = time.time()
             items = [
-                RawLog(new_id(), now, line, Transport.REPLAY, hostname=hostname) for line in chunk
+                RawLog(new_id(), now, line, Transport.REPLAY, flags=flags, hostname=hostname)
+                for line in chunk
             ]
             ids.extend(item.event_id for item in items)
             batch = RawBatch(new_id(), items)
@@ -103,13 +115,35 @@ def replay(
         str | None, typer.Option(help="Hostname for lines that carry none (logread files).")
     ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the pipeline to store.")] = 60,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Parse and evaluate the file offline; print what would be found."
+        ),
+    ] = False,
+    notify: Annotated[
+        bool,
+        typer.Option(
+            "--notify", help="Let the findings notify and start playbooks (default: they do not)."
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: one finding per line (JSON lines).")
+    ] = False,
 ) -> None:
-    """Send a log file (logread or remote syslog form) through the running pipeline."""
-    settings = load_settings()
+    """Send a log file (logread or remote syslog form) through the running pipeline.
+
+    Its findings notify nobody and start no playbook unless --notify is given; --dry-run sends
+    nothing and prints what the shipped rules would find.
+    """
     lines = read_lines(file)
     if not lines:
         err_console.print(f"{file}: no lines to send")
         raise typer.Exit(1)
+    if dry_run:
+        _dry_run(lines, hostname, as_json=as_json)
+        return
+    settings = load_settings()
 
     unset = settings.database_url is None or settings.nats_url is None
     if unset and running_endpoints(settings.data_dir) is None:
@@ -121,7 +155,13 @@ def replay(
     async def _replay(progress: Progress) -> list[asyncpg.Record]:
         async with embedded_services(settings) as endpoints:
             ids, started = await _send(
-                endpoints, settings, lines, rate=rate, hostname=hostname, progress=progress
+                endpoints,
+                settings,
+                lines,
+                rate=rate,
+                hostname=hostname,
+                notify=notify,
+                progress=progress,
             )
             return await _wait_stored(endpoints.database_url, ids, started, wait, progress)
 
@@ -138,6 +178,39 @@ def replay(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     _summary(len(lines), rows)
+
+
+def _dry_run(lines: list[str], hostname: str | None, *, as_json: bool) -> None:
+    """What the shipped rules find in `lines`, evaluated here in the lines' own time."""
+    try:
+        report = offline.run_lines(
+            lines, load_pack(), default_hostname=hostname or offline.DEFAULT_HOSTNAME
+        )
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        for finding in report.findings:
+            sys.stdout.write(json.dumps(finding, ensure_ascii=False) + "\n")
+        return
+    for finding in report.findings:
+        console.print(
+            f"{finding['finding_ts_utc']} {finding['severity']:<8} {finding['finding_type']}"
+            f" {finding['device_hostname']}: {finding['description']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    types = Counter(f"{f['finding_type']} ({f['severity']})" for f in report.findings)
+    table = Table("finding type", "findings")
+    for name, count in sorted(types.items()):
+        table.add_row(name, str(count))
+    console.print(table)
+    console.print(
+        f"dry run: lines {report.lines}  parsed events {report.events}  "
+        f"findings {len(report.findings)}  (nothing sent)",
+        highlight=False,
+    )
 
 
 def _summary(sent: int, rows: list[asyncpg.Record]) -> None:

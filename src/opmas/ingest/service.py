@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -17,7 +18,7 @@ from typing import Self
 import structlog
 
 from opmas.bus.connect import Bus
-from opmas.errors import ConfigError
+from opmas.errors import BindError, ConfigError
 from opmas.ingest.batcher import Batcher
 from opmas.ingest.metrics import SOCKET_DROPS, Tally
 from opmas.ingest.syslog_tcp import Connections, SyslogTcpSource, open_stream_server, tls_context
@@ -95,7 +96,7 @@ class IngestService:
         self._batcher = Batcher(self._bus, self._settings)
         try:
             await self._bind(self._batcher)
-        except OSError as exc:
+        except OSError as exc:  # not a bind: those are BindError, naming port and variable
             self._close_listeners()
             raise ConfigError(f"cannot open the syslog listeners: {exc}") from exc
         except BaseException:
@@ -120,26 +121,29 @@ class IngestService:
             )
         if listen.udp_port >= 0:
             source = SyslogUdpSource(batcher, self.tally, max_message)
-            self._udp, self.ports[Transport.UDP], self._udp_drops = await open_udp(
-                listen.host, listen.udp_port, source, settings.udp_receive_buffer
-            )
+            with _binding("UDP", listen.host, listen.udp_port):
+                self._udp, self.ports[Transport.UDP], self._udp_drops = await open_udp(
+                    listen.host, listen.udp_port, source, settings.udp_receive_buffer
+                )
         if listen.tcp_port >= 0:
-            server, self.ports[Transport.TCP] = await open_stream_server(
-                listen.host, listen.tcp_port, self._factory(batcher, Transport.TCP, max_message)
-            )
+            with _binding("TCP", listen.host, listen.tcp_port):
+                server, self.ports[Transport.TCP] = await open_stream_server(
+                    listen.host, listen.tcp_port, self._factory(batcher, Transport.TCP, max_message)
+                )
             self._servers.append(server)
         if listen.tls_cert is not None and listen.tls_port >= 0:
             try:
                 context = tls_context(listen.tls_cert, listen.tls_key, listen.tls_ca)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"syslog TLS certificate, key or CA unusable: {exc}") from exc
-            server, self.ports[Transport.TLS] = await open_stream_server(
-                listen.host,
-                listen.tls_port,
-                self._factory(batcher, Transport.TLS, max_message),
-                tls=context,
-                handshake_timeout_s=settings.tls_handshake_timeout_s,
-            )
+            with _binding("TLS", listen.host, listen.tls_port):
+                server, self.ports[Transport.TLS] = await open_stream_server(
+                    listen.host,
+                    listen.tls_port,
+                    self._factory(batcher, Transport.TLS, max_message),
+                    tls=context,
+                    handshake_timeout_s=settings.tls_handshake_timeout_s,
+                )
             self._servers.append(server)
 
     def _factory(self, batcher: Batcher, transport: str, max_message: int) -> _Factory:
@@ -182,6 +186,22 @@ class IngestService:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+
+
+@contextlib.contextmanager
+def _binding(transport: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failure to bind the `transport` listener into a BindError naming its variable."""
+    try:
+        yield
+    except OSError as exc:
+        raise BindError.from_os_error(
+            exc,
+            what=f"syslog {transport}",
+            host=host,
+            port=port,
+            variable=f"OPMAS_SYSLOG_{transport}_PORT (-1: off)",
+            host_variable="OPMAS_SYSLOG_HOST",
+        ) from exc
 
 
 @dataclass(frozen=True)

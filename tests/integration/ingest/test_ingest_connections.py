@@ -230,7 +230,7 @@ async def test_a_port_in_use_or_a_missing_certificate_is_a_config_error(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        with pytest.raises(ConfigError, match=f"udp 127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match=f"syslog UDP port {port} on 127.0.0.1 is in use"):
             async with start_ingest(udp_port=port):
                 pass
     with pytest.raises(ConfigError, match="TLS certificate"):
