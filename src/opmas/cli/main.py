@@ -1,70 +1,94 @@
-"""The `opmas` command: `up` runs everything in one process, `run NAME` one component."""
+"""The `opmas` command: `up` runs everything in one process, `run NAME` one component.
+
+Every command lives in its own module, imported only when it runs (`cli/lazy.py`), so that a
+command starts without loading what the others need (the SSH client, the API server...).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import sys
-from collections.abc import Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from opmas import __version__, instance
-from opmas.cli import actions as actions_cli
-from opmas.cli import allowlist as allowlist_cli
-from opmas.cli import config as config_cli
-from opmas.cli import decisions as decisions_cli
-from opmas.cli import devices as devices_cli
-from opmas.cli import events as events_cli
-from opmas.cli import explain as explain_cli
-from opmas.cli import findings as findings_cli
-from opmas.cli import incidents as incidents_cli
-from opmas.cli import keys as keys_cli
-from opmas.cli import migrate as migrate_cli
-from opmas.cli import notify as notify_cli
-from opmas.cli import playbooks as playbooks_cli
-from opmas.cli import replay as replay_cli
-from opmas.cli import rules as rules_cli
-from opmas.cli import status as status_cli
-from opmas.cli import tokens as tokens_cli
-from opmas.cli.context import CONFIG_EXIT, console, fail_startup, load_settings
-from opmas.errors import ConfigError, OpmasError
-from opmas.process import COMPONENT_NAMES, GROUPS, Process, expand, run_process
-from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
-from opmas.settings import ensure_secret_key
-from opmas.workers import CHILD_ENV
+from opmas import __version__
+from opmas.cli.lazy import LazyCommand, LazyGroup
+
+
+class OpmasGroup(LazyGroup):
+    """The `opmas` root: its commands, in the order `--help` lists them."""
+
+    lazy = {  # noqa: RUF012 - read only
+        "up": LazyCommand(
+            "opmas.cli.serve:up",
+            "Run every component, starting embedded PostgreSQL and nats-server where no URL "
+            "is configured; migrate the schema first. Ctrl-C stops everything.",
+        ),
+        "run": LazyCommand(
+            "opmas.cli.serve:run",
+            "Run components alone, in this process (scale out: many processes on many machines).",
+        ),
+        "status": LazyCommand(
+            "opmas.cli.status:status",
+            "Show each component's state, database and NATS reachability, streams and lag.",
+        ),
+        "explain": LazyCommand(
+            "opmas.cli.explain:explain",
+            "Show how lines are parsed and the rules they match. Works offline.",
+        ),
+        "replay": LazyCommand(
+            "opmas.cli.replay:replay",
+            "Send a log file through the running pipeline (or --dry-run offline).",
+        ),
+        "migrate": LazyCommand(
+            "opmas.cli.migrate:migrate",
+            "Upgrade the schema to head, or go up or down to --to REV.",
+        ),
+        "config": LazyCommand("opmas.cli.config:app", "Inspect the configuration."),
+        "events": LazyCommand("opmas.cli.events:app", "Stored log events."),
+        "tokens": LazyCommand("opmas.cli.tokens:app", "Ingest tokens for POST /api/v1/logs."),
+        "rules": LazyCommand(
+            "opmas.cli.rules:app",
+            "Detection rules: what the agents run, enable, disable, export, apply; test offline.",
+        ),
+        "findings": LazyCommand(
+            "opmas.cli.findings:app", "Findings of the agents, as stored by the orchestrator."
+        ),
+        "incidents": LazyCommand(
+            "opmas.cli.incidents:app", "Incidents: findings correlated into one problem."
+        ),
+        "actions": LazyCommand(
+            "opmas.cli.actions:app", "Intended actions: review, approve, reject, retry."
+        ),
+        "decisions": LazyCommand(
+            "opmas.cli.decisions:app",
+            "Blocks and bans in force on the routers: list them, lift one.",
+        ),
+        "devices": LazyCommand("opmas.cli.devices:app", "Routers, their SSH access and keys."),
+        "playbooks": LazyCommand(
+            "opmas.cli.playbooks:app", "Playbooks: which finding leads to which actions."
+        ),
+        "allowlist": LazyCommand("opmas.cli.allowlist:app", "Targets no action may touch."),
+        "notify": LazyCommand(
+            "opmas.cli.notify:app", "Notification channels, routing rules and history."
+        ),
+        "keys": LazyCommand("opmas.cli.keys:app", "The secret key that encrypts stored secrets."),
+    }
+
 
 app = typer.Typer(
     name="opmas",
+    cls=OpmasGroup,
     help="OPMAS watches OpenWRT routers through their logs and proposes the fix.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(config_cli.app, name="config")
-app.add_typer(events_cli.app, name="events")
-app.add_typer(tokens_cli.app, name="tokens")
-app.add_typer(rules_cli.app, name="rules")
-app.add_typer(findings_cli.app, name="findings")
-app.add_typer(incidents_cli.app, name="incidents")
-app.add_typer(actions_cli.app, name="actions")
-app.add_typer(devices_cli.app, name="devices")
-app.add_typer(playbooks_cli.app, name="playbooks")
-app.add_typer(allowlist_cli.app, name="allowlist")
-app.add_typer(decisions_cli.app, name="decisions")
-app.add_typer(notify_cli.app, name="notify")
-app.add_typer(keys_cli.app, name="keys")
-app.command("migrate")(migrate_cli.migrate)
-app.command("status")(status_cli.status)
-app.command("replay")(replay_cli.replay)
-app.command("explain")(explain_cli.explain)
 
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"opmas {__version__}")
+        typer.echo(f"opmas {__version__}")
         raise typer.Exit()
 
 
@@ -81,105 +105,3 @@ def main(
     """OPMAS: OpenWRT Proactive Monitoring Agentic System."""
     if debug:  # through the environment, so that the children of `opmas up` inherit it
         os.environ["OPMAS_LOG_LEVEL"] = "debug"
-
-
-def _announce(process: Process) -> None:
-    if os.environ.get(CHILD_ENV):
-        return  # a component run by `opmas up` in a process of its own: the parent announced
-    settings = process.resources.settings
-    endpoints = process.resources.endpoints
-    db = "embedded PostgreSQL" if endpoints.embedded_postgres else "PostgreSQL"
-    bus = "embedded nats-server" if endpoints.embedded_nats else "NATS"
-    console.print(f"[bold]OPMAS {__version__}[/bold]")
-    console.print(f"  data      {settings.data_dir.resolve()}")
-    console.print(f"  database  {db} at {_host_of(endpoints.database_url)}")
-    console.print(f"  bus       {bus} at {endpoints.nats_url}")
-    if process.api_url:
-        console.print(f"  API       {process.api_url}  (docs {process.api_url}/docs)")
-    instance.record(settings.data_dir, endpoints, api_url=process.api_url)
-
-
-def _host_of(url: str) -> str:
-    return url.rsplit("@", 1)[-1]
-
-
-def _print_status(state: ComponentState) -> None:
-    if state.status is ComponentStatus.ACTIVE:
-        detail = f"  {state.detail}" if state.detail else ""
-        console.print(f"[green]ready[/green]    {state.name:<14}{detail}", soft_wrap=True)
-    elif state.status is ComponentStatus.ERROR and not state.fatal:  # fatal: _serve says it
-        console.print(
-            f"[red]error[/red]    {state.name}: {state.last_error} (restarting)", soft_wrap=True
-        )
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where it is installed (several times the UDP receive rate), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
-FORCE_MARGIN_S = 10.0  # after the drain grace period, for closing connections
-
-
-def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False) -> None:
-    """Run `names` until signalled; `split` (`opmas up`) holds the data dir for its life and
-    runs `runtime.own_process` in children. A configuration or start-up error (bad setting,
-    port in use, data dir held) ends it with one line and exit status 2."""
-    settings = load_settings()
-    child = bool(os.environ.get(CHILD_ENV))
-    try:
-        with instance.hold(settings.data_dir) if split else contextlib.nullcontext():
-            settings = ensure_secret_key(settings)
-            run_loop(
-                run_until_signalled(
-                    lambda stop: run_process(
-                        settings,
-                        names,
-                        stop,
-                        migrate_schema=migrate_schema,
-                        split=split,
-                        on_open=_announce,
-                        on_status=_print_status,
-                    ),
-                    force_after_s=settings.runtime.shutdown_grace_s + FORCE_MARGIN_S,
-                    second_signal_forces=not child,  # its parent forces, after a grace period
-                )
-            )
-    except ConfigError as exc:
-        fail_startup(str(exc), exc, code=CONFIG_EXIT)
-    except OpmasError as exc:
-        fail_startup(str(exc), exc)
-    except asyncio.CancelledError:
-        sys.exit(130)
-    if not child:
-        console.print("stopped")
-
-
-@app.command()
-def up() -> None:
-    """Run every component in one process, starting embedded PostgreSQL and nats-server
-    where no URL is configured; migrate the schema first. Ctrl-C stops everything."""
-    _serve(COMPONENT_NAMES, migrate_schema=True, split=True)
-
-
-@app.command()
-def run(
-    names: Annotated[
-        list[str],
-        typer.Argument(
-            help=f"Components: {', '.join(COMPONENT_NAMES)}; or a group: {', '.join(GROUPS)}."
-        ),
-    ],
-) -> None:
-    """Run components alone, in this process (scale out: many processes on many machines)."""
-    try:
-        chosen = expand(names)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    _serve(chosen, migrate_schema=False)

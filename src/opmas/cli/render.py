@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
@@ -22,18 +22,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from opmas.bus.connect import Bus, connect_bus
 from opmas.cli.context import console, err_console, load_settings
 from opmas.db.engine import create_engine, session_factory
 from opmas.embedded import embedded_services
 from opmas.errors import OpmasError
 from opmas.settings import Settings
 
+if TYPE_CHECKING:  # the bus client is imported by the commands that use it
+    from opmas.bus.connect import Bus
+
 T = TypeVar("T")
 M = TypeVar("M")
 
 SessionWork = Callable[[AsyncSession], Awaitable[T]]
-BusWork = Callable[[AsyncSession, Bus], Awaitable[T]]
+BusWork = Callable[[AsyncSession, "Bus"], Awaitable[T]]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -79,6 +81,8 @@ def with_session(work: SessionWork[T]) -> T:
 
 def with_session_and_bus(work: BusWork[T]) -> T:
     """Run `work` with a session and a connected bus; `work` commits before it publishes."""
+
+    from opmas.bus.connect import connect_bus  # here: only the commands that publish need it
 
     async def _run(settings: Settings) -> T:
         async with (

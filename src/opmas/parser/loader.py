@@ -72,7 +72,11 @@ def _load(dirs: Sequence[Path], shipped: bool) -> tuple[list[CompiledParser], li
 
 def _yaml_files(directory: Path, errors: list[ConfigError]) -> list[Path]:
     if not directory.is_dir():
-        errors.append(ConfigError("parser directory not found", path=str(directory)))
+        errors.append(
+            ConfigError(
+                "parser directory not found (set by OPMAS_PARSER_DIRS)", path=str(directory)
+            )
+        )
         return []
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
