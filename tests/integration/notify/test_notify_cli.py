@@ -150,7 +150,9 @@ def _on_a_terminal(args: list[str], answer: str, timeout_s: float = 60.0) -> tup
             if not chunk:
                 break
             shown += chunk
-            if not answered and b"secret:" in shown:
+            # click echoes "…secret:", then getpass turns echo off (flushing typed input) and
+            # writes the last " ": answer only after it, or the answer is flushed away
+            if not answered and b"secret: " in shown:
                 os.write(fd, answer.encode() + b"\n")
                 answered = True
     finally:
