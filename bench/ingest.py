@@ -310,6 +310,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         OPMAS_SYSLOG_UDP_PORT=str(udp_port),
         OPMAS_SYSLOG_TCP_PORT=str(tcp_port),
         OPMAS_SYSLOG_TLS_PORT="0",
+        # every line comes from 127.0.0.1, like a relay: its per-source UDP rate must not cut
+        # the benchmark (the bucket is still checked for every datagram)
+        OPMAS_INGEST__UDP_SOURCE_RATE=str(max(args.rate * 2, 1000)),
+        OPMAS_INGEST__UDP_SOURCE_BURST=str(max(args.rate * 2, 10_000)),
     )
     log_path = Path(tmp) / "opmas.log"
     with log_path.open("wb") as log_file:

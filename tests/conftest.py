@@ -40,17 +40,17 @@ async def pg_admin_url() -> AsyncIterator[str]:
     if external:
         yield _with_database(external, "postgres")
         return
-    # Not under pytest's basetemp: run as root, PostgreSQL drops to its own user and needs to
-    # traverse the parents, and another pytest session resets /tmp/pytest-of-root to 0700.
+    # The superuser's URL: the tests create a database each (the app's role may not).
     data = Path(tempfile.mkdtemp(prefix="opmas-test-pg-"))
     server = EmbeddedPostgres(data, EmbeddedSettings(), durable=False)
     try:
-        url = await server.start()
+        await server.start()
         try:
-            yield _with_database(url, "postgres")
+            yield server.admin_url
         finally:
             await server.stop()
     finally:
+        server.remove()  # run as root, the cluster lives outside `data`
         shutil.rmtree(data, ignore_errors=True)
 
 

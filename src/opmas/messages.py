@@ -35,6 +35,8 @@ class Flag:
     INVALID_PRI = "invalid_pri"  # a <PRI> out of range or malformed: kept as text
     PARSE_ERROR = "parse_error"  # the parser failed on the line: stored unparsed
     REPLAY = "replay"  # sent by `opmas replay` without --notify: its findings notify nobody
+    INVALID_HOSTNAME = "invalid_hostname"  # replaced by the source address; see claimed_hostname
+    HOSTNAME_MISMATCH = "hostname_mismatch"  # named another host than its authenticated sender
 
 
 class RawLog(msgspec.Struct, omit_defaults=True):
@@ -51,6 +53,9 @@ class RawLog(msgspec.Struct, omit_defaults=True):
     program: str | None = None
     level: str | None = None
     timestamp: str | None = None
+    # the device the transport authenticated (bound ingest token, mapped TLS client
+    # certificate): the line is attributed to it whatever it names, and trusted as verified
+    bound_hostname: str | None = None
 
 
 class RawBatch(msgspec.Struct, omit_defaults=True):
@@ -81,6 +86,7 @@ class ParsedEvent(msgspec.Struct, omit_defaults=False):
     event_ts: str | None = None  # the line's own time, resolved to UTC ISO 8601, if it had one
     transport: str | None = None
     flags: list[str] = []
+    trust: str | None = None  # opmas.trust level of the line's origin; None counts as untrusted
 
 
 class ParsedBatch(msgspec.Struct):

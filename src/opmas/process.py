@@ -16,6 +16,7 @@ from opmas.agents.registry import AGENTS
 from opmas.agents.service import DomainAgent
 from opmas.api.server import ApiServer, bind
 from opmas.db.maintenance import PartitionMaintainer
+from opmas.enrolled import EnrolledDevices
 from opmas.errors import ConfigError
 from opmas.executor.service import Executor
 from opmas.ingest.service import IngestService
@@ -132,13 +133,21 @@ def _factory(
     if name == "maintenance":
         return lambda: PartitionMaintainer(resources.engine, resources.settings.database)
     if name == "store":
-        return lambda: EventStore(resources.endpoints.database_url, resources.bus)
+        return lambda: EventStore(
+            resources.endpoints.database_url,
+            resources.bus,
+            max_discovered=resources.settings.devices.max_discovered,
+        )
     if name == "parser":
         return lambda: ParserService(
-            resources.bus, ParserEngine.from_dirs(resources.settings.parser_dirs)
+            resources.bus,
+            ParserEngine.from_dirs(resources.settings.parser_dirs),
+            enrolled=EnrolledDevices(resources.engine, resources.settings.ingest.trust_refresh_s),
         )
     if name == "ingest":
-        return lambda: IngestService.from_settings(resources.settings, resources.bus)
+        return lambda: IngestService.from_settings(
+            resources.settings, resources.bus, resources.engine
+        )
     if name == "orchestrator":
         return lambda: Orchestrator(resources.engine, resources.bus, resources.settings)
     if name == "executor":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opmas.bus.connect import Bus, connect_bus
+from opmas.bus.connect import Bus, NatsAuth, connect_bus
 from opmas.bus.streams import ensure_streams
 from opmas.db import migrate
 from opmas.db.engine import create_engine
@@ -40,7 +40,8 @@ async def open_resources(
             await migrate.upgrade(endpoints.database_url)
         engine = create_engine(endpoints.database_url, settings.database)
         try:
-            async with connect_bus(endpoints.nats_url, settings.bus, name=name) as bus:
+            auth = NatsAuth.from_settings(settings)
+            async with connect_bus(endpoints.nats_url, settings.bus, name=name, auth=auth) as bus:
                 await ensure_streams(bus)
                 yield Resources(settings, endpoints, engine, bus)
         finally:

@@ -6,10 +6,12 @@ its own sub-model.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -148,11 +150,31 @@ class IngestSettings(BaseModel):
     max_queued_lines: int = Field(
         50_000, ge=1, description="Lines held before TCP pauses reading and UDP drops."
     )
+    max_queued_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=65536,
+        description="Bytes of lines held before TCP pauses reading and UDP drops.",
+    )
     max_inflight_batches: int = Field(
         64, ge=1, description="Batches published and not yet acknowledged by JetStream."
     )
     max_connections: int = Field(
         10_000, ge=1, description="Open TCP and TLS syslog connections; more are refused."
+    )
+    max_connections_per_source: int = Field(
+        16, ge=1, description="Open TCP and TLS syslog connections from one IP; more are refused."
+    )
+    udp_source_rate: float = Field(
+        1000.0, gt=0, description="UDP lines/s one source IP may send; beyond its burst: dropped."
+    )
+    udp_source_burst: int = Field(
+        10_000, ge=1, description="UDP lines one source IP may send at once above its rate."
+    )
+    udp_max_sources: int = Field(
+        10_000, ge=1, description="Source IPs with their own UDP rate; the rest share one."
+    )
+    metrics_max_sources: int = Field(
+        100, ge=1, description="Source IPs with their own drop counters; the rest: source=other."
     )
     idle_timeout_s: float = Field(
         300.0, gt=0, description="A syslog connection that sends nothing this long is closed."
@@ -166,8 +188,20 @@ class IngestSettings(BaseModel):
     http_max_body: int = Field(
         10 * 1024 * 1024, ge=1, description="Largest POST /api/v1/logs body, also unzipped."
     )
+    http_max_items: int = Field(
+        10_000, ge=1, description="Most lines in one POST /api/v1/logs body; more: 413."
+    )
+    http_max_parses: int = Field(
+        4, ge=1, description="POST /api/v1/logs bodies read and parsed at once; more: 503."
+    )
     idempotency_ttl_s: int = Field(
         86_400, ge=60, description="How long an Idempotency-Key is remembered."
+    )
+    trust_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often ingest and parser reload the enrolled devices' registered IPs.",
     )
 
 
@@ -189,6 +223,25 @@ class OrchestratorSettings(BaseModel):
         86_400.0, gt=0, description="A proposed action nobody approved expires after this."
     )
     expire_check_s: float = Field(30.0, gt=0, description="How often expiry is checked.")
+    propose_untrusted: bool = Field(
+        True,
+        description="Propose (pending, never auto) SSH and webhook actions whose evidence is "
+        "untrusted; false: do not propose them at all.",
+    )
+    max_actions_per_device_hour: int = Field(
+        10,
+        ge=0,
+        description="SSH and webhook actions proposed per router per hour; the excess waits "
+        "pending for approval (0: no limit).",
+    )
+
+
+class DevicesSettings(BaseModel):
+    """Devices registered from their logs (`discovered`) before an operator enrols them."""
+
+    max_discovered: int = Field(
+        10_000, ge=1, description="Discovered devices kept; beyond it the least recently seen go."
+    )
 
 
 class ExecutorSettings(BaseModel):
@@ -202,6 +255,24 @@ class ExecutorSettings(BaseModel):
     retry_backoff_s: float = Field(
         2.0, ge=0, description="Delay before the first retry; doubled each attempt."
     )
+
+
+class ActionsSettings(BaseModel):
+    """Targets no action may block or kick, besides the built-in ones (docs/security.md)."""
+
+    protected_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs (management networks) no action may target; comma list or JSON.",
+    )
+    allow_private_targets: bool = Field(
+        False,
+        description="Allow blocking RFC 1918, CGNAT 100.64/10 and ULA fc00::/7 addresses.",
+    )
+
+    @field_validator("protected_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(item.strip(), strict=False)) for item in value]
 
 
 class NotifierSettings(BaseModel):
@@ -249,12 +320,30 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL (postgresql://...); unset: embedded PostgreSQL."
     )
-    nats_url: str | None = Field(None, description="NATS URL; unset: embedded nats-server.")
+    nats_url: SecretStr | None = Field(
+        None,
+        description="NATS URL (nats://user:password@host:4222, tls://...); unset: embedded.",
+    )
+    nats_creds: Path | None = Field(
+        None, description="NATS .creds file (JWT and nkey seed) of nats_url's server."
+    )
+    nats_tls_ca: Path | None = Field(
+        None, description="PEM CA bundle that signed nats_url's server certificate."
+    )
+    nats_tls_cert: Path | None = Field(
+        None, description="PEM client certificate for nats_url's server (mutual TLS)."
+    )
+    nats_tls_key: Path | None = Field(
+        None, description="PEM private key of nats_tls_cert (unset: inside the cert file)."
+    )
     nats_sync: bool = Field(
         True, description="Embedded nats-server fsyncs every write (sync_interval: always)."
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(8080, ge=0, le=65535, description="Port the HTTP API listens on.")
+    http_max_concurrency: int = Field(
+        1000, ge=1, description="Connections and requests the HTTP API serves at once; more: 503."
+    )
     secret_key: SecretStr | None = Field(
         None, description="Encrypts stored secrets, signs tokens; unset: generated in data_dir."
     )
@@ -285,6 +374,10 @@ class Settings(BaseSettings):
     syslog_tls_ca: Path | None = Field(
         None, description="PEM CA bundle; set: TLS clients must present a certificate it signed."
     )
+    syslog_tls_peers: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON map: client certificate SHA-256 fingerprint (hex) -> device hostname.",
+    )
     syslog_max_message: int = Field(
         65536, ge=256, description="Longer syslog lines are truncated and flagged."
     )
@@ -297,9 +390,11 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     ingest: IngestSettings = IngestSettings()
     agents: AgentSettings = AgentSettings()
+    devices: DevicesSettings = DevicesSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     executor: ExecutorSettings = ExecutorSettings()
     notifier: NotifierSettings = NotifierSettings()
+    actions: ActionsSettings = ActionsSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -310,12 +405,38 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql://")
         return value
 
+    @field_validator("syslog_tls_peers")
+    @classmethod
+    def _fingerprints(cls, value: dict[str, str]) -> dict[str, str]:
+        peers: dict[str, str] = {}
+        for fingerprint, hostname in value.items():
+            digest = fingerprint.replace(":", "").strip().lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"{fingerprint!r} is not a SHA-256 fingerprint (64 hex digits)")
+            peers[digest] = hostname
+        return peers
+
     @field_validator("nats_url")
     @classmethod
-    def _nats_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("nats://", "tls://", "ws://", "wss://")):
+    def _nats_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("nats://", "tls://", "ws://", "wss://")
+        ):
             raise ValueError("must start with nats://, tls://, ws:// or wss://")
         return value
+
+    @model_validator(mode="after")
+    def _nats_client_options_need_a_url(self) -> Settings:
+        named = ("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+        given = [n for n in named if getattr(self, n) is not None]
+        if given and self.nats_url is None:
+            raise ValueError(
+                f"OPMAS_{given[0].upper()} is for your own NATS server: set OPMAS_NATS_URL too"
+                " (the embedded nats-server has credentials of its own)"
+            )
+        if self.nats_tls_key is not None and self.nats_tls_cert is None:
+            raise ValueError("OPMAS_NATS_TLS_KEY needs OPMAS_NATS_TLS_CERT")
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secret(self) -> Settings:
@@ -372,19 +493,46 @@ def ensure_secret_key(settings: Settings) -> Settings:
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective configuration as plain data, secrets replaced by `**********`."""
     data: dict[str, Any] = settings.model_dump(mode="json")
-    for name in ("secret_key", "database_url"):
+    for name in ("secret_key", "database_url", "nats_url"):
         value = getattr(settings, name)
         if value is not None:
             data[name] = _mask(name, value.get_secret_value())
     return data
 
 
+def secret_value(value: SecretStr | None) -> str | None:
+    """The text of an optional secret setting."""
+    return value.get_secret_value() if value is not None else None
+
+
+def url_address(url: str) -> str:
+    """`host:port` of a URL (the first of a comma list), never its user or password."""
+    parts = urlsplit(url.split(",", 1)[0].strip())
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
+
+
 def _mask(name: str, value: str) -> str:
-    if name == "database_url" and "@" in value and ":" in value.split("@", 1)[0]:
-        scheme_user, rest = value.split("@", 1)
-        scheme, user_pass = scheme_user.split("://", 1)
-        user = user_pass.split(":", 1)[0]
-        return f"{scheme}://{user}:**********@{rest}"
-    if name == "database_url":
-        return value
-    return "**********"
+    """A URL keeps its user name and host, loses its password or token (even one in the
+    query, such as libpq's `password=`); any other secret is masked whole."""
+    if name not in ("database_url", "nats_url"):
+        return "**********"
+    if "," in value:  # a list of servers
+        return ",".join(_mask(name, part) for part in value.split(","))
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return "**********"
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        userinfo, _, hostport = authority.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:**********@{hostport}" if colon else f"**********@{hostport}"
+    if "password=" in tail.lower():
+        tail = tail.split("?", 1)[0] + "?**********"
+    return f"{scheme}://{authority}{slash}{tail}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def servers_using(path: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def opmas_env(tmp_path: Path) -> dict[str, str]:
+def opmas_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPMAS_")}
     env.update(
         OPMAS_DATA_DIR=str(tmp_path / "data"),
@@ -103,7 +104,8 @@ def opmas_env(tmp_path: Path) -> dict[str, str]:
         OPMAS_SYSLOG_TLS_PORT="0",
         COLUMNS="200",
     )
-    return env
+    yield env
+    remove_root_clusters(tmp_path)
 
 
 @pytest.fixture
@@ -121,3 +123,15 @@ def start_opmas(tmp_path: Path) -> Iterator[type[OpmasProcess]]:
             each.proc.kill()
         each.proc.wait()
         each.close()
+    remove_root_clusters(tmp_path)
+
+
+def remove_root_clusters(tmp_path: Path) -> None:
+    """Run as root, `opmas up` keeps its PostgreSQL cluster outside the data dir (in
+    /var/lib/opmas); remove those of the test's data dirs with them."""
+    from opmas.embedded import PG_LOCATION_FILE, PG_ROOT_HOME
+
+    for record in tmp_path.rglob(PG_LOCATION_FILE):
+        home = Path(record.read_text().strip()).parent
+        if home.parent == PG_ROOT_HOME:
+            shutil.rmtree(home, ignore_errors=True)

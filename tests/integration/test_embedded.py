@@ -28,13 +28,14 @@ async def test_postgres_restart_reuses_data_and_ignores_a_stale_pid_file(tmp_pat
     await _query(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
     await first.stop()
     # a crash leaves postmaster.pid naming a pid that is now some unrelated process
-    (tmp_path / "postgres" / "postmaster.pid").write_text(f"{os.getpid()}\n{tmp_path}\n")
+    (first.pgdata / "postmaster.pid").write_text(f"{os.getpid()}\n{tmp_path}\n")
     second = EmbeddedPostgres(tmp_path, EmbeddedSettings(), durable=False)
     url = await second.start()
     try:
         assert await _query(url, "SELECT v FROM kept") == 42
     finally:
         await second.stop()
+        second.remove()  # run as root, the cluster lives outside tmp_path
 
 
 async def test_postgres_left_running_by_a_dead_owner_is_replaced(tmp_path: Path) -> None:
@@ -51,6 +52,7 @@ async def test_postgres_left_running_by_a_dead_owner_is_replaced(tmp_path: Path)
         assert successor._child.proc.pid != orphan_pid
     finally:
         await successor.stop()
+        successor.remove()  # run as root, the cluster lives outside tmp_path
 
 
 async def test_nats_restart_keeps_jetstream_messages_and_replaces_an_orphan(

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from opmas import trust
 from opmas.agents.pack import DEFAULT_MAX_KEYS, RuleSpec, build_rule
 from opmas.agents.rules import RuleHit
 from opmas.agents.rules.conditions import as_number
@@ -244,6 +245,8 @@ class FindingBook:
             values["count"] = details["window_count"]
         if hit.details:  # a novelty group: the templates or keys it lists so far
             details.update(hit.details)
+        prior = details.get("trust")  # only ever weakens: the weakest of all its evidence
+        details["trust"] = hit.trust if prior is None else trust.weakest((str(prior), hit.trust))
         finding.description = render(spec.description, values)
         last = iso_utc(hit.event_ts)
         if finding.last_seen_utc is None or last > finding.last_seen_utc:

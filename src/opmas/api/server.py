@@ -83,6 +83,7 @@ class ApiServer:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(settings.runtime.shutdown_grace_s),
+            limit_concurrency=settings.http_max_concurrency,  # beyond it uvicorn answers 503
             lifespan="on",
         )
         self._server = _Server(config)

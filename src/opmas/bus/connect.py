@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
@@ -17,8 +20,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from opmas.bus.subjects import Subjects
-from opmas.errors import BusError
-from opmas.settings import BusSettings
+from opmas.errors import BusError, ConfigError
+from opmas.settings import BusSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +50,51 @@ class Bus:
         return time.monotonic() - start
 
 
+@dataclass(frozen=True)
+class NatsAuth:
+    """How to prove who we are to a NATS server of the user's own, besides the URL's user and
+    password: a .creds file (JWT + nkey seed) and TLS (CA, client certificate and key)."""
+
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NatsAuth:
+        return cls(
+            settings.nats_creds, settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key
+        )
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments of nats-py's `connect`.
+
+        Raises:
+            ConfigError: a file is missing or not a certificate or key.
+        """
+        options: dict[str, Any] = {}
+        if self.creds is not None:
+            if not self.creds.is_file():
+                raise ConfigError(f"OPMAS_NATS_CREDS names {self.creds}, which is not a file")
+            options["user_credentials"] = str(self.creds)
+        if self.tls_ca is not None or self.tls_cert is not None:
+            options["tls"] = self._ssl_context()
+        return options
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.tls_ca) if self.tls_ca is not None else None
+            )
+            if self.tls_cert is not None:
+                context.load_cert_chain(
+                    self.tls_cert, self.tls_key if self.tls_key is not None else None
+                )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"OPMAS_NATS_TLS_*: cannot load the TLS files: {exc}") from exc
+        return context
+
+
 @asynccontextmanager
 async def connect_bus(
     url: str,
@@ -54,17 +102,22 @@ async def connect_bus(
     *,
     name: str = "opmas",
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    auth: NatsAuth | None = None,
 ) -> AsyncIterator[Bus]:
-    """Connect to `url` and yield a Bus; drain and close the connection on exit.
+    """Connect to `url` (its user and password, and `auth`'s creds and TLS) and yield a Bus;
+    drain and close the connection on exit.
 
-    Raises BusError when no server answers within `connect_timeout_s` or the server has no
-    JetStream. Once connected, the client reconnects forever (meanwhile publishes time out
-    with PublishTimeout instead of hanging).
+    Raises BusError when no server answers within `connect_timeout_s`, refuses the
+    credentials, or has no JetStream. Once connected, the client reconnects forever
+    (meanwhile publishes time out with PublishTimeout instead of hanging).
     """
     nc = Client()
     shown = redact(url)
+    options = (auth or NatsAuth()).connect_options()
     try:
-        await asyncio.wait_for(_connect(nc, url, name, connect_timeout_s), connect_timeout_s)
+        await asyncio.wait_for(
+            _connect(nc, url, name, connect_timeout_s, options), connect_timeout_s
+        )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         cause = nc.last_error or exc
         await _close_quietly(nc)
@@ -92,7 +145,9 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-async def _connect(nc: Client, url: str, name: str, timeout_s: float) -> None:
+async def _connect(
+    nc: Client, url: str, name: str, timeout_s: float, options: dict[str, Any]
+) -> None:
     async def on_error(exc: Exception) -> None:
         log.warning("bus error", error=repr(exc))
 
@@ -115,6 +170,7 @@ async def _connect(nc: Client, url: str, name: str, timeout_s: float) -> None:
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        **options,
     )
 
 

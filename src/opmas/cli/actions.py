@@ -92,13 +92,24 @@ def list_actions(
         render.print_json(rows)
         return
     render.print_table(
-        ("id", "created (UTC)", "status", "mode", "device", "type", "attempts", "description"),
+        (
+            "id",
+            "created (UTC)",
+            "status",
+            "mode",
+            "evidence",
+            "device",
+            "type",
+            "attempts",
+            "description",
+        ),
         (
             (
                 r["id"],
                 r["created_at"][:19].replace("T", " "),
                 r["status"],
                 r["execution_mode"],
+                r["evidence_trust"] or "untrusted",
                 r["device_hostname"],
                 r["action_type"],
                 r["attempts"],
@@ -116,6 +127,7 @@ async def _action_view(session: AsyncSession, ref: str) -> dict[str, Any]:
     device = await session.get(Device, action.device_id) if action.device_id else None
     playbook = await session.get(Playbook, action.playbook_id) if action.playbook_id else None
     view["device_hostname"] = device.hostname if device else None
+    view["device_enrolment"] = device.enrolment if device else None
     view["playbook"] = playbook.name if playbook else None
     return view
 
@@ -136,6 +148,11 @@ def show(
         return
     history, result, config = view.pop("history"), view.pop("result"), view.pop("action_config")
     render.print_fields(f"action {view['id']}", view)
+    if view["action_type"] != "notify" and view.get("evidence_trust") in (None, "untrusted"):
+        console.print(
+            "[yellow]untrusted evidence:[/yellow] the log lines behind this action came from a "
+            "source OPMAS cannot tie to the router; anyone able to send them could have."
+        )
     console.print("[bold]config[/bold]")
     console.print(json.dumps(config, indent=2, ensure_ascii=False), markup=False)
     render.print_table(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -16,14 +17,18 @@ from opmas.settings import Settings, masked
 app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def _flatten(
+    data: dict[str, Any], prefix: str = "", model: Any = Settings
+) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += _flatten(value, f"{name}__")
-        else:
-            rows.append((name, value))
+        field = model.model_fields.get(key)
+        nested = getattr(field, "annotation", None)
+        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):
+            rows += _flatten(value, f"{name}__", nested)
+        else:  # a setting whose value is a map (OPMAS_SYSLOG_TLS_PEERS) is one variable
+            rows.append((name, json.dumps(value) if isinstance(value, dict) else value))
     return rows
 
 

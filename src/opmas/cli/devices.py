@@ -1,5 +1,8 @@
 """`opmas devices`: the routers OPMAS may act on, their SSH login and private key (stored
 encrypted with the secret key, never shown) and the pinned host key; removing one.
+
+A router seen only in logs is `discovered`; the operator enrols it (`add`, `enrol`), merges it
+into an enrolled one or removes it. Only an enrolled router gets SSH actions.
 """
 
 from __future__ import annotations
@@ -7,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,18 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opmas.bus.connect import Bus
 from opmas.bus.subjects import ActionState
-from opmas.cli import render
+from opmas.cli import enrolment, render
 from opmas.cli.context import console, load_settings
 from opmas.cli.findings import AsJson
 from opmas.crypto import SecretBox, secret_box
 from opmas.errors import ActionError, OpmasError
 from opmas.models import ApiToken, Device, Finding, Incident, IntendedAction, SshKey
+from opmas.models.core import DISCOVERED, ENROLLED
 from opmas.orchestrator.lifecycle import action_messages, publish_action, transition
 from opmas.settings import Settings
 
 app = typer.Typer(help="Routers, their SSH access and keys.", no_args_is_help=True)
 
 Hostname = Annotated[str, typer.Argument(help="Hostname of the device.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 OPEN_ACTION_STATES = ("pending", "approved")  # rejected when their device is removed
 
 
@@ -68,8 +74,18 @@ async def get_device(session: AsyncSession, hostname: str) -> Device:
 
 
 @app.command("list")
-def list_devices(as_json: AsJson = False) -> None:
-    """List devices with their SSH login, active key fingerprint and host-key pin."""
+def list_devices(
+    as_json: AsJson = False,
+    discovered: Annotated[
+        bool, typer.Option("--discovered", help="Only devices seen in logs, not enrolled.")
+    ] = False,
+    enrolled: Annotated[
+        bool, typer.Option("--enrolled", help="Only devices enrolled by an operator.")
+    ] = False,
+) -> None:
+    """List devices with their enrolment, the address they were seen from, SSH login, active
+    key fingerprint and host-key pin."""
+    wanted = [e for e, on in ((DISCOVERED, discovered), (ENROLLED, enrolled)) if on]
 
     async def _fetch(session: AsyncSession) -> list[dict[str, Any]]:
         query = (
@@ -77,6 +93,8 @@ def list_devices(as_json: AsJson = False) -> None:
             .outerjoin(SshKey, (SshKey.device_id == Device.id) & SshKey.is_active)
             .order_by(Device.hostname)
         )
+        if wanted:
+            query = query.where(Device.enrolment.in_(wanted))
         return [
             {**render.row_dict(d, exclude=("config",)), "key_fingerprint": fp}
             for d, fp in (await session.execute(query)).all()
@@ -87,11 +105,23 @@ def list_devices(as_json: AsJson = False) -> None:
         render.print_json(rows)
         return
     render.print_table(
-        ("hostname", "ip", "ssh", "status", "key", "host key pinned", "last seen"),
+        (
+            "hostname",
+            "enrolment",
+            "ip",
+            "seen from",
+            "ssh",
+            "status",
+            "key",
+            "host key pinned",
+            "last seen",
+        ),
         (
             (
                 r["hostname"],
+                r["enrolment"],
                 r["ip_address"],
+                r["seen_from"] or "-",
                 f"{r['ssh_user']}, port {r['ssh_port']}",
                 r["status"],
                 r["key_fingerprint"],
@@ -111,7 +141,8 @@ def add(
     ssh_user: Annotated[str, typer.Option(help="SSH login.")] = "root",
     ssh_port: Annotated[int, typer.Option(min=1, max=65535, help="SSH port.")] = 22,
 ) -> None:
-    """Add a device, or update the address and SSH login of an existing one."""
+    """Add a device, or update the address and SSH login of an existing one; either way it is
+    enrolled: OPMAS may act on it over SSH at this address."""
     try:
         address = str(ipaddress.ip_address(ip))
     except ValueError as exc:
@@ -130,7 +161,11 @@ def add(
         if device is None:
             device = Device(hostname=hostname)
             session.add(device)
+        elif device.enrolment != ENROLLED or enrolment.host_of(device.ip_address) != address:
+            # a key pinned while it was only discovered, or at another address, vouches for nothing
+            device.ssh_host_key, device.ssh_host_key_pinned_at = None, None
         device.ip_address, device.ssh_user, device.ssh_port = address, ssh_user, ssh_port
+        device.enrolment = ENROLLED
         return created
 
     created = render.with_session(_work)
@@ -138,8 +173,9 @@ def add(
     console.print(f"device {hostname} {verb}: {ssh_user}@{address}:{ssh_port}")
 
 
-async def store_key(session: AsyncSession, hostname: str, key: PrivateKey, box: SecretBox) -> None:
-    """Store `key` encrypted as the active key of `hostname`; older keys become inactive."""
+async def store_key(session: AsyncSession, hostname: str, key: PrivateKey, box: SecretBox) -> str:
+    """Store `key` encrypted as the active key of `hostname`; older keys become inactive.
+    Returns the device's enrolment."""
     device = await get_device(session, hostname)
     await session.execute(
         update(SshKey).where(SshKey.device_id == device.id).values(is_active=False)
@@ -153,6 +189,7 @@ async def store_key(session: AsyncSession, hostname: str, key: PrivateKey, box: 
             is_active=True,
         )
     )
+    return device.enrolment
 
 
 def _read_key(keyfile: Path, passphrase_env: str | None) -> PrivateKey:
@@ -181,16 +218,22 @@ def set_key(
     """Store the SSH private key OPMAS logs in with, encrypted; print its fingerprint only."""
     key = _read_key(keyfile, passphrase_env)
 
-    async def _work(settings: Settings) -> None:
+    async def _work(settings: Settings) -> str:
         box = secret_box(settings)
 
-        async def _store(session: AsyncSession) -> None:
-            await store_key(session, hostname, key, box)
+        async def _store(session: AsyncSession) -> str:
+            return await store_key(session, hostname, key, box)
 
-        await render.in_session(settings, _store)
+        return await render.in_session(settings, _store)
 
-    render.run_async(_work, load_settings())
+    state = render.run_async(_work, load_settings())
     console.print(f"key {key.fingerprint} ({key.key_type}) stored for {hostname}")
+    if state != ENROLLED:
+        console.print(
+            f"{hostname} is {state} (seen in logs only): OPMAS will not log in to it until you "
+            f"`opmas devices enrol {hostname} --ip ADDRESS`",
+            highlight=False,
+        )
 
 
 @app.command("forget-host-key")
@@ -300,3 +343,136 @@ def remove(
         rejected = render.with_session(_remove)
     suffix = f"; rejected action(s) {', '.join(map(str, rejected))}" if rejected else ""
     console.print(f"device {hostname} removed{suffix}", highlight=False)
+
+
+def _confirm_or_fail(question: str, yes: bool, hint: str) -> None:
+    """Go on with --yes, or after a yes on a terminal; without a terminal exit 2 with `hint`."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        render.fail(f"not confirmed: {hint}", code=2)
+    typer.confirm(question, abort=True)
+
+
+@app.command()
+def enrol(
+    hostname: Hostname,
+    ip: Annotated[
+        str | None,
+        typer.Option("--ip", help="Address OPMAS connects to (default: the one it was seen at)."),
+    ] = None,
+    yes: Yes = False,
+) -> None:
+    """Confirm a discovered device: OPMAS may then act on it over SSH at its address.
+
+    Without --ip it shows where the device was seen from and asks (or takes --yes); the
+    address is then the one it was first registered with."""
+
+    async def _show(session: AsyncSession) -> tuple[str, str | None, str | None, str]:
+        device = await enrolment.device_named(session, hostname)
+        return (
+            str(enrolment.host_of(device.ip_address)),
+            enrolment.host_of(device.first_seen_from),
+            enrolment.host_of(device.seen_from),
+            device.enrolment,
+        )
+
+    if ip is not None:
+        address = enrolment.address_of(ip) if _is_ip(ip) else _bad_ip(ip)
+    else:
+        address, first, last, state = render.with_session(_show)
+        console.print(
+            f"{hostname} is {state}: address {address}, first seen from {first or '-'}, "
+            f"last seen from {last or '-'}",
+            highlight=False,
+        )
+        if last is not None and last != address:
+            console.print(
+                f"warning: it was last seen from {last}, not {address}; check which is the "
+                "router's before you enrol it (--ip)",
+                highlight=False,
+            )
+        _confirm_or_fail(
+            f"Enrol {hostname} at {address}?",
+            yes,
+            f"pass --yes or --ip ADDRESS to enrol {hostname}",
+        )
+
+    changed = render.with_session(lambda session: enrolment.enrol(session, hostname, address))
+    if changed:
+        console.print(f"device {hostname} enrolled at {address}", highlight=False)
+    else:
+        console.print(f"device {hostname} was already enrolled at {address}", highlight=False)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_ip(value: str) -> str:
+    raise typer.BadParameter(f"{value!r} is not an IP address", param_hint="--ip")
+
+
+@app.command()
+def merge(
+    discovered: Annotated[str, typer.Argument(help="The discovered device, deleted after.")],
+    into: Annotated[str, typer.Argument(help="The enrolled device that takes its history.")],
+) -> None:
+    """Fold a discovered device into an enrolled one: its events, findings, incidents,
+    actions and ingest tokens move over, then the discovered row is deleted."""
+    moved = render.with_session(lambda session: enrolment.merge(session, discovered, into))
+    counts = ", ".join(f"{n} {label}" for label, n in moved.items())
+    console.print(f"device {discovered} merged into {into}: moved {counts}", highlight=False)
+
+
+@app.command("pin-host-key")
+def pin_host_key(
+    hostname: Hostname,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(help="Pin only if the router presents this key (SHA256:...)."),
+    ] = None,
+    yes: Yes = False,
+) -> None:
+    """Connect to an enrolled device, print its SSH host key fingerprint and pin that key when
+    it matches --fingerprint (or after a yes on a terminal, or with --yes)."""
+    settings = load_settings()
+
+    async def _target(session: AsyncSession) -> tuple[str, int, str, str | None]:
+        device = await enrolment.device_named(session, hostname)
+        if device.enrolment != ENROLLED:
+            raise OpmasError(f"{hostname} is {device.enrolment}: enrol it first")
+        return (
+            str(enrolment.host_of(device.ip_address)),
+            device.ssh_port,
+            device.enrolment,
+            device.ssh_host_key,
+        )
+
+    address, port, _, pinned = render.with_session(_target)
+
+    async def _fetch(_: Settings) -> enrolment.HostKey:
+        return await enrolment.fetch_host_key(address, port, settings.executor.connect_timeout_s)
+
+    key = render.run_async(_fetch, settings)
+    console.print(f"{hostname} ({address} port {port}) presents {key.fingerprint}", highlight=False)
+    if pinned == key.openssh:
+        console.print("this key is already pinned")
+        return
+    if pinned is not None:
+        console.print("warning: another host key is pinned now; pinning replaces it")
+    if fingerprint is not None:
+        if fingerprint.strip() != key.fingerprint:
+            render.fail(f"fingerprint mismatch: expected {fingerprint}, got {key.fingerprint}")
+    else:
+        _confirm_or_fail(
+            f"Pin {key.fingerprint} for {hostname}?",
+            yes,
+            "pass --fingerprint SHA256:... (checked against the key) or --yes",
+        )
+    render.with_session(lambda session: enrolment.pin(session, hostname, key))
+    console.print(f"host key {key.fingerprint} pinned for {hostname}", highlight=False)

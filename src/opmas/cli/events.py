@@ -25,7 +25,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 QUERY = """
 SELECT event_id::text, arrival_ts_utc, host(source_ip) AS source_ip, original_ts, event_ts,
        hostname, process_name, pid, log_level, facility, event_type, message, parser_name,
-       log_source_type, structured_fields, flags, transport
+       log_source_type, structured_fields, flags, transport,
+       COALESCE(trust, 'untrusted') AS trust
 FROM events
 WHERE (CAST(:domain AS text) IS NULL OR log_source_type = :domain)
   AND (CAST(:device AS text) IS NULL OR hostname = :device OR host(source_ip) = :device)
@@ -109,11 +110,12 @@ def list_events(
     if as_json:
         typer.echo(json.dumps(events, indent=2, default=str))
         return
-    table = Table("arrival (UTC)", "host", "program", "domain", "event", "message")
+    table = Table("arrival (UTC)", "host", "trust", "program", "domain", "event", "message")
     for event in events:
         table.add_row(
             event["arrival_ts_utc"][:23],
             event["hostname"] or event["source_ip"] or "",
+            event["trust"],
             event["process_name"] or "",
             event["log_source_type"],
             str(event["structured_fields"].get("event", "")),

@@ -30,6 +30,17 @@ def _lines(line: str | None, file: Path | None) -> list[str]:
     return [each for each in text.splitlines() if each.strip() and not each.startswith("#")]
 
 
+def _enrolled(pairs: list[str]) -> dict[str, str]:
+    """`HOST=IP` options as the enrolled devices' hostname -> registered IP."""
+    enrolled: dict[str, str] = {}
+    for pair in pairs:
+        host, sep, ip = pair.partition("=")
+        if not sep or not host or not ip:
+            raise typer.BadParameter(f"{pair!r}: expected HOST=IP", param_hint="--enrolled")
+        enrolled[host] = ip
+    return enrolled
+
+
 def explain(
     line: Annotated[str | None, typer.Argument(help="One log line, quoted.")] = None,
     file: Annotated[
@@ -38,9 +49,28 @@ def explain(
     as_json: Annotated[
         bool, typer.Option("--json", help="One parsed event per line (JSON lines), in order.")
     ] = False,
+    source_ip: Annotated[
+        str | None, typer.Option("--source-ip", help="As if the line came from this address.")
+    ] = None,
+    enrolled: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--enrolled",
+            metavar="HOST=IP",
+            help="Suppose HOST is an enrolled device registered at IP (repeatable).",
+        ),
+    ] = None,
+    token_device: Annotated[
+        str | None,
+        typer.Option(
+            "--token-device",
+            help="As if sent with an ingest token (or TLS certificate) bound to this device.",
+        ),
+    ] = None,
 ) -> None:
     """Show the header fields, the parser chosen and why, the fields and the domain of each
-    line, and the rules it matches or counts towards. Works offline: no server needed."""
+    line, its trust, and the rules it matches or counts towards. Works offline: no server
+    needed, so a line is `untrusted` unless --token-device, or --source-ip with --enrolled."""
     settings = load_settings()
     lines = _lines(line, file)
     try:
@@ -48,16 +78,18 @@ def explain(
     except ConfigError as exc:
         err_console.print(f"[red]parser files:[/red] {exc}")
         raise typer.Exit(2) from exc
+    engine.enrolled = _enrolled(enrolled or [])
     try:
         rules = load_pack()
     except ConfigError as exc:
         err_console.print(f"[red]rule files:[/red] {exc}")
         raise typer.Exit(2) from exc
     for index, text in enumerate(lines):
-        explanation = engine.explain(text)
+        explanation = engine.explain(text, source_ip=source_ip, bound_hostname=token_device)
         matches = explain_rules(explanation.event, rules)
         if as_json:
             data = msgspec.to_builtins(explanation.event)
+            data["trust_reason"] = explanation.trust_reason
             data["rules"] = [msgspec.to_builtins(m) for m in matches]
             sys.stdout.buffer.write(encode(data) + b"\n")
             continue

@@ -82,12 +82,18 @@ def with_session(work: SessionWork[T]) -> T:
 def with_session_and_bus(work: BusWork[T]) -> T:
     """Run `work` with a session and a connected bus; `work` commits before it publishes."""
 
-    from opmas.bus.connect import connect_bus  # here: only the commands that publish need it
+    # here: only the commands that publish need it
+    from opmas.bus.connect import NatsAuth, connect_bus
 
     async def _run(settings: Settings) -> T:
         async with (
             embedded_services(settings) as endpoints,
-            connect_bus(endpoints.nats_url, settings.bus, name="opmas-cli") as bus,
+            connect_bus(
+                endpoints.nats_url,
+                settings.bus,
+                name="opmas-cli",
+                auth=NatsAuth.from_settings(settings),
+            ) as bus,
         ):
             engine = create_engine(endpoints.database_url, settings.database)
             try:

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from opmas.agents import offline
 from opmas.agents.pack import load_pack
-from opmas.bus.connect import connect_bus
+from opmas.bus.connect import NatsAuth, connect_bus
 from opmas.bus.publish import Publisher
 from opmas.cli.context import console, err_console, load_settings
 from opmas.embedded import embedded_services, running_endpoints
@@ -69,7 +69,8 @@ async def _send(
     flags = [] if notify else [Flag.REPLAY]
     started = time.time()
     task = progress.add_task("sending", total=len(lines))
-    async with connect_bus(endpoints.nats_url, settings.bus, name="opmas-replay") as bus:
+    auth = NatsAuth.from_settings(settings)
+    async with connect_bus(endpoints.nats_url, settings.bus, name="opmas-replay", auth=auth) as bus:
         publisher = Publisher(bus)
         for chunk in _chunks(lines, BATCH if rate is None else max(1, min(BATCH, int(rate)))):
             now = time.time()

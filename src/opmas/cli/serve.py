@@ -16,7 +16,7 @@ from opmas.cli.context import CONFIG_EXIT, console, fail_startup, load_settings
 from opmas.errors import ConfigError, OpmasError
 from opmas.process import COMPONENT_NAMES, GROUPS, Process, expand, run_process
 from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
-from opmas.settings import ensure_secret_key
+from opmas.settings import ensure_secret_key, url_address
 from opmas.workers import CHILD_ENV
 
 
@@ -29,15 +29,11 @@ def _announce(process: Process) -> None:
     bus = "embedded nats-server" if endpoints.embedded_nats else "NATS"
     console.print(f"[bold]OPMAS {__version__}[/bold]")
     console.print(f"  data      {settings.data_dir.resolve()}")
-    console.print(f"  database  {db} at {_host_of(endpoints.database_url)}")
-    console.print(f"  bus       {bus} at {endpoints.nats_url}")
+    console.print(f"  database  {db} at {url_address(endpoints.database_url)}")
+    console.print(f"  bus       {bus} at {url_address(endpoints.nats_url)}")
     if process.api_url:
         console.print(f"  API       {process.api_url}  (docs {process.api_url}/docs)")
     instance.record(settings.data_dir, endpoints, api_url=process.api_url)
-
-
-def _host_of(url: str) -> str:
-    return url.rsplit("@", 1)[-1]
 
 
 def _print_status(state: ComponentState) -> None:

@@ -13,14 +13,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opmas.bus.connect import connect_bus
+from opmas.bus.connect import NatsAuth, connect_bus
 from opmas.bus.streams import stream_report
 from opmas.cli.context import console, load_settings
 from opmas.db.engine import create_engine
 from opmas.embedded import Endpoints, running_endpoints
 from opmas.errors import OpmasError
 from opmas.health import check_readiness
-from opmas.settings import Settings
+from opmas.settings import Settings, secret_value
 from opmas.status import collect_status
 
 
@@ -29,7 +29,7 @@ def _endpoints(settings: Settings) -> Endpoints | None:
     running = running_endpoints(settings.data_dir)
     db = settings.database_url.get_secret_value() if settings.database_url else None
     db = db or (running.database_url if running else None)
-    nats = settings.nats_url or (running.nats_url if running else None)
+    nats = secret_value(settings.nats_url) or (running.nats_url if running else None)
     if db is None or nats is None:
         return None
     return Endpoints(db, nats, settings.database_url is None, settings.nats_url is None)
@@ -41,7 +41,10 @@ async def gather_status(settings: Settings, endpoints: Endpoints) -> dict[str, A
     engine = create_engine(endpoints.database_url, settings.database)
     try:
         try:
-            async with connect_bus(endpoints.nats_url, settings.bus, name="opmas-status") as bus:
+            auth = NatsAuth.from_settings(settings)
+            async with connect_bus(
+                endpoints.nats_url, settings.bus, name="opmas-status", auth=auth
+            ) as bus:
                 readiness = await check_readiness(engine, bus)
                 report["processes"] = await collect_status(bus)
                 report["streams"] = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import make_url
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -16,25 +18,45 @@ from opmas.settings import DatabaseSettings
 
 ASYNC_DRIVER = "postgresql+asyncpg"
 _ACCEPTED_DRIVERS = frozenset({"postgres", "postgresql", ASYNC_DRIVER})
+# libpq's TLS options: asyncpg reads them from a DSN, not as keyword arguments (tls_args)
+_TLS_FILE_OPTIONS = frozenset(
+    {"sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslsni"}
+    | {"ssl_min_protocol_version", "ssl_max_protocol_version"}
+)
 
 
-def async_url(url: str) -> str:
-    """Return `url` with the asyncpg driver: postgres:// and postgresql:// become
-    postgresql+asyncpg://, and libpq's `sslmode` query option becomes asyncpg's `ssl`.
-
-    Raises:
-        ConfigError: the URL is not a PostgreSQL URL.
-    """
+def _parse(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError("database URL is not a valid URL") from exc
     if parsed.drivername not in _ACCEPTED_DRIVERS:
         raise ConfigError(f"database URL must be postgresql://, not {parsed.drivername}://")
-    query = dict(parsed.query)
+    return parsed
+
+
+def async_url(url: str) -> str:
+    """Return `url` with the asyncpg driver: postgres:// and postgresql:// become
+    postgresql+asyncpg://, libpq's `sslmode` query option becomes asyncpg's `ssl`, and the
+    other TLS options (sslrootcert, sslcert, sslkey...) are left to `tls_args`.
+
+    Raises:
+        ConfigError: the URL is not a PostgreSQL URL.
+    """
+    parsed = _parse(url)
+    query = {k: v for k, v in parsed.query.items() if k not in _TLS_FILE_OPTIONS}
     if "sslmode" in query:
         query["ssl"] = query.pop("sslmode")
     return parsed.set(drivername=ASYNC_DRIVER, query=query).render_as_string(hide_password=False)
+
+
+def tls_args(url: str) -> dict[str, Any]:
+    """asyncpg `connect` arguments for libpq's TLS file options of `url` (such as
+    `?sslmode=verify-full&sslrootcert=/etc/opmas/db-ca.pem`): the URL as a DSN, which asyncpg
+    parses with libpq's rules; none when the URL has no such option."""
+    if _TLS_FILE_OPTIONS.isdisjoint(_parse(url).query):
+        return {}
+    return {"dsn": plain_dsn(url)}
 
 
 def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEngine:
@@ -53,6 +75,7 @@ def create_engine(url: str, settings: DatabaseSettings | None = None) -> AsyncEn
         connect_args={
             "timeout": settings.connect_timeout_s,
             "server_settings": {"timezone": "UTC", "application_name": "opmas"},
+            **tls_args(url),
         },
     )
 
@@ -63,5 +86,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def plain_dsn(url: str) -> str:
-    """The URL as asyncpg itself takes it (`postgresql://`), whatever driver it names."""
-    return async_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    """The URL as asyncpg itself takes it (`postgresql://`, libpq's query options such as
+    `sslmode` kept), whatever driver it names."""
+    parsed = _parse(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)

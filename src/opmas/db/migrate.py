@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from opmas.db.engine import async_url
+from opmas.db.engine import async_url, tls_args
 from opmas.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -55,7 +55,9 @@ async def downgrade(url: str, revision: str) -> None:
 
 async def current_revision(url: str) -> str | None:
     """The revision the database at `url` is at; None when it was never migrated."""
-    engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
+    engine = create_async_engine(
+        async_url(url), poolclass=pool.NullPool, connect_args=tls_args(url)
+    )
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_current)

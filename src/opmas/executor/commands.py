@@ -67,8 +67,10 @@ def mac_arg(args: Mapping[str, Any], key: str = "mac") -> str:
 def ip_arg(
     args: Mapping[str, Any], key: str = "ip"
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A plain IPv4 or IPv6 address; an IPv6 scope id (`fe80::1%eth0`) is refused, since
+    Python would keep its text (`%x;flush`) in the address it returns."""
     value = args.get(key)
-    if isinstance(value, str):
+    if isinstance(value, str) and "%" not in value:
         try:
             return ipaddress.ip_address(value)
         except ValueError:

@@ -21,6 +21,7 @@ from opmas.executor.attempts import Attempt, AttemptFailed
 from opmas.executor.ssh import SshTarget, run_command
 from opmas.messages import Action
 from opmas.models import Device, IntendedAction, SshKey
+from opmas.models.core import ENROLLED
 from opmas.settings import ExecutorSettings
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,12 @@ class Runners:
         device = await session.get(Device, row.device_id) if row.device_id is not None else None
         if device is None:
             raise ActionError("an ssh_command action needs a device")
+        if device.enrolment != ENROLLED:
+            # its address and name come from log lines anyone can send: never log in to it
+            raise ActionError(
+                f"device {device.hostname} is {device.enrolment}, not enrolled: OPMAS runs "
+                f"nothing on it until an operator confirms it (opmas devices enrol)"
+            )
         token = await session.scalar(
             select(SshKey.encrypted_key)
             .where(SshKey.device_id == device.id, SshKey.is_active.is_(True))
@@ -95,11 +102,16 @@ class Runners:
         return attempt
 
     async def _pin(self, device_id: int, hostname: str, host_key: str) -> None:
-        """Record the first host key seen for a device; a key pinned meanwhile is kept."""
+        """Record the first host key seen for an enrolled device; a key pinned meanwhile is
+        kept, and a device no longer enrolled gets none."""
         async with self._sessions() as session:
             pinned = await session.execute(
                 update(Device)
-                .where(Device.id == device_id, Device.ssh_host_key.is_(None))
+                .where(
+                    Device.id == device_id,
+                    Device.ssh_host_key.is_(None),
+                    Device.enrolment == ENROLLED,
+                )
                 .values(ssh_host_key=host_key, ssh_host_key_pinned_at=datetime.now(UTC))
             )
             await session.commit()

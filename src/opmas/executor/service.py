@@ -36,6 +36,7 @@ from opmas.messages import Action
 from opmas.models import IntendedAction
 from opmas.orchestrator.allowlist import load_allowlist
 from opmas.orchestrator.lifecycle import action_message, publish_action, transition
+from opmas.orchestrator.targets import load_policy
 from opmas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,7 @@ class Executor:
 
     def __init__(self, engine: AsyncEngine, bus: Bus, settings: Settings) -> None:
         self._settings = settings.executor
+        self._all_settings = settings  # protected targets: actions, bind addresses
         self._bus = bus
         self._sessions = session_factory(engine)
         self._runners = Runners(self._sessions, SecretKeys(settings).box, self._settings)
@@ -201,6 +203,12 @@ class Executor:
                 )
                 if hit is not None:
                     return refused(f"target is allowlisted: {hit}")
+                targets = await load_policy(session, self._all_settings)
+                protected = await targets.check_action(
+                    session, row.action_type, row.action_config, message.device_hostname
+                )
+                if protected is not None:
+                    return refused(protected)
             try:
                 attempt = await self._runners.prepare(session, row, message)
             except ActionError as exc:

@@ -1,7 +1,8 @@
 """Collect received lines into RawBatches and publish them on logs.raw (ingest, last step).
 
 Sealed at `batch_size` lines or `flush_delay` after the first, published pipelined. Lines
-count as queued until acknowledged; when full, TCP pauses and UDP drops (counted).
+count as queued (in lines and in bytes) until acknowledged; when either is full, TCP pauses
+and UDP drops (counted).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from opmas.bus.connect import Bus
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError
 from opmas.ingest.framing import cut_utf8
-from opmas.ingest.metrics import PAUSED, PUBLISH_FAILED, PUBLISHED, QUEUED
+from opmas.ingest.metrics import PAUSED, PUBLISH_FAILED, PUBLISHED, QUEUED, QUEUED_BYTES
 from opmas.messages import Flag, RawBatch, RawLog, encode, new_id
 from opmas.settings import IngestSettings
 
@@ -70,12 +71,15 @@ class Batcher:
         self._flush_delay_s = settings.flush_delay_ms / 1000
         self._max_queued = settings.max_queued_lines
         self._resume_below = settings.max_queued_lines // 2
+        self._max_queued_bytes = settings.max_queued_bytes
+        self._resume_below_bytes = settings.max_queued_bytes // 2
+        self._queued_bytes = 0
         self._max_inflight = settings.max_inflight_batches
         self._max_payload = max(bus.nc.max_payload - HEADER_SLACK, 64 * 1024)
         self._seal_bytes = self._max_payload // 2
         self._current: list[RawLog] = []
         self._current_bytes = 0
-        self._sealed: deque[tuple[str, list[RawLog]]] = deque()
+        self._sealed: deque[tuple[str, list[RawLog], int]] = deque()  # id, lines, bytes
         self._queued = 0
         self._paused: set[Pausable] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -92,8 +96,13 @@ class Batcher:
         return self._queued
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes of the lines received and not yet acknowledged."""
+        return self._queued_bytes
+
+    @property
     def full(self) -> bool:
-        return self._queued >= self._max_queued
+        return self._queued >= self._max_queued or self._queued_bytes >= self._max_queued_bytes
 
     @property
     def paused(self) -> int:
@@ -101,7 +110,7 @@ class Batcher:
         return len(self._paused)
 
     def has_room(self) -> bool:
-        return self._queued < self._max_queued
+        return self._queued < self._max_queued and self._queued_bytes < self._max_queued_bytes
 
     def add(self, items: list[RawLog], nbytes: int) -> None:
         """Take `items` (about `nbytes` of text) into the current batch."""
@@ -109,6 +118,7 @@ class Batcher:
             return
         self._current.extend(items)
         self._queued += len(items)
+        self._queued_bytes += nbytes
         self._current_bytes += nbytes
         if len(self._current) >= self._batch_size or self._current_bytes >= self._seal_bytes:
             self._seal()
@@ -119,6 +129,7 @@ class Batcher:
         """`add([item], nbytes)` without building a list (the UDP path)."""
         self._current.append(item)
         self._queued += 1
+        self._queued_bytes += nbytes
         self._current_bytes += nbytes
         if len(self._current) >= self._batch_size or self._current_bytes >= self._seal_bytes:
             self._seal()
@@ -126,7 +137,8 @@ class Batcher:
             self._timer = asyncio.get_running_loop().call_later(self._flush_delay_s, self._seal)
 
     def wait_for_room(self, who: Pausable) -> None:
-        """Pause `who` until the queue has drained below half of `max_queued_lines`."""
+        """Pause `who` until the queue has drained below half of `max_queued_lines` and of
+        `max_queued_bytes`."""
         if who not in self._paused:
             self._paused.add(who)
             who.pause()
@@ -141,13 +153,18 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        current, self._current, self._current_bytes = self._current, [], 0
+        current, nbytes = self._current, self._current_bytes
+        self._current, self._current_bytes = [], 0
         size = self._batch_size
         for start in range(0, len(current), size):
-            self._sealed.append((new_id(), current[start : start + size]))
+            part = current[start : start + size]
+            share = nbytes * len(part) // (len(current) - start)  # the bytes spread evenly
+            nbytes -= share
+            self._sealed.append((new_id(), part, share))
         if current:
             self._ready.set()
         QUEUED.set(self._queued)
+        QUEUED_BYTES.set(self._queued_bytes)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish sealed batches until `stop` is set and every received line is acknowledged.
@@ -186,7 +203,7 @@ class Batcher:
         count = min(len(self._sealed), self._max_inflight)
         batches = [self._sealed.popleft() for _ in range(count)]
         messages = [
-            m for bid, items in batches for m in encode_batches(bid, items, self._max_payload)
+            m for bid, items, _ in batches for m in encode_batches(bid, items, self._max_payload)
         ]
         attempt = 0
         while True:
@@ -209,11 +226,17 @@ class Batcher:
                     error=str(exc),
                 )
                 await asyncio.sleep(delay)
-        lines = sum(len(items) for _, items in batches)
+        lines = sum(len(items) for _, items, _ in batches)
         self._queued -= lines
+        self._queued_bytes -= sum(nbytes for _, _, nbytes in batches)
         PUBLISHED.inc(lines)
         QUEUED.set(self._queued)
-        if self._paused and self._queued <= self._resume_below:
+        QUEUED_BYTES.set(self._queued_bytes)
+        if (
+            self._paused
+            and self._queued <= self._resume_below
+            and self._queued_bytes <= self._resume_below_bytes
+        ):
             paused, self._paused = self._paused, set()
             PAUSED.set(0)
             for who in paused:

@@ -165,9 +165,14 @@ def decode_line(data: bytes) -> tuple[str, list[str] | None]:
 
 
 def raw_logs(
-    frames: list[Frame], transport: str, source_ip: str | None, now: float
+    frames: list[Frame],
+    transport: str,
+    source_ip: str | None,
+    now: float,
+    bound_hostname: str | None = None,
 ) -> list[RawLog]:
-    """One RawLog per frame, all arriving at `now`."""
+    """One RawLog per frame, all arriving at `now`; `bound_hostname`: the device a mapped
+    client certificate speaks for."""
     items: list[RawLog] = []
     for data, truncated in frames:
         text, flags = decode_line(data)
@@ -177,4 +182,7 @@ def raw_logs(
             items.append(RawLog(new_id(), now, text, transport, source_ip))
         else:
             items.append(RawLog(new_id(), now, text, transport, source_ip, flags))
+    if bound_hostname is not None:
+        for item in items:
+            item.bound_hostname = bound_hostname
     return items

@@ -7,8 +7,9 @@ Accepted: `application/json` (an array of strings, or of objects with `message` 
 
 from __future__ import annotations
 
+import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -40,45 +41,92 @@ class Unprocessable(ApiError):
 async def read_body(
     chunks: AsyncIterator[bytes], *, content_length: str | None, encoding: str | None, limit: int
 ) -> bytes:
-    """The body, unzipped when `Content-Encoding: gzip`; PayloadTooLarge past `limit` bytes
-    (sent or unzipped), UnsupportedMediaType for another encoding."""
+    """The body, unzipped while it arrives when `Content-Encoding: gzip` (every member);
+    PayloadTooLarge past `limit` bytes (sent or unzipped), UnsupportedMediaType for another
+    encoding."""
     coding = (encoding or "identity").strip().lower()
     if coding not in ("identity", "gzip", "x-gzip"):
         raise UnsupportedMediaType(f"Content-Encoding {coding!r} is not supported; use gzip")
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
+    unzip = GzipReader(limit) if coding != "identity" else None
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body larger than {limit} bytes")
-        parts.append(chunk)
-    body = b"".join(parts)
-    return body if coding == "identity" else gunzip(body, limit)
+        if unzip is not None:
+            unzip.feed(chunk)
+        else:
+            parts.append(chunk)
+    return unzip.finish() if unzip is not None else b"".join(parts)
+
+
+class GzipReader:
+    """Unzips a gzip stream fed in pieces, member after member (RFC 1952 allows several),
+    never holding more than `limit` bytes of output: a zip bomb stops at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        self._in_member = False  # input went into the current member and it has not ended
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes) -> None:
+        """Unzip `data`; PayloadTooLarge once the output passes the limit, Unprocessable for
+        what is not gzip."""
+        while data:
+            self._in_member = True
+            try:
+                out = self._inflater.decompress(data, self._limit - self._size + 1)
+            except zlib.error as exc:
+                raise Unprocessable(f"body: not valid gzip ({exc})") from exc
+            self._size += len(out)
+            if self._size > self._limit:
+                raise PayloadTooLarge(f"body larger than {self._limit} bytes once unzipped")
+            self._parts.append(out)
+            if self._inflater.eof:  # a member ended: what follows is the next member
+                data = self._inflater.unused_data
+                self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                self._in_member = False
+            else:
+                data = self._inflater.unconsumed_tail
+
+    def finish(self) -> bytes:
+        """The whole output; Unprocessable when the last member is cut short (or none came)."""
+        if self._in_member or not self._parts:
+            raise Unprocessable("body: gzip stream is cut short")
+        return b"".join(self._parts)
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Unzip `data`, refusing more than `limit` bytes of output (a zip bomb stops there)."""
-    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise Unprocessable(f"body: not valid gzip ({exc})") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"body larger than {limit} bytes once unzipped")
-    if not inflater.eof:
-        raise Unprocessable("body: gzip stream is cut short")
-    return out
+    """Unzip `data` (every member), refusing more than `limit` bytes of output."""
+    reader = GzipReader(limit)
+    reader.feed(data)
+    return reader.finish()
 
 
-def parse_body(body: bytes, content_type: str | None, max_message: int) -> list[RawLog]:
-    """RawLogs (transport http, no id or arrival time yet) from a JSON or text/plain body."""
+class TooManyItems(PayloadTooLarge):
+    """More lines in one body than `ingest.http_max_items`."""
+
+    def __init__(self, max_items: int) -> None:
+        super().__init__(
+            f"more than {max_items} lines in one body (the limit, OPMAS_INGEST__HTTP_MAX_ITEMS)"
+        )
+
+
+def parse_body(
+    body: bytes, content_type: str | None, max_message: int, max_items: int | None = None
+) -> list[RawLog]:
+    """RawLogs (transport http, no id or arrival time yet) from a JSON or text/plain body;
+    TooManyItems past `max_items` lines, found before the lines are built."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
-        items = parse_json(body, max_message)
+        items = parse_json(body, max_message, max_items)
     elif media == "text/plain":
-        items = parse_text(body, max_message)
+        items = parse_text(body, max_message, max_items)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media or 'missing'}; use application/json or text/plain"
@@ -88,18 +136,45 @@ def parse_body(body: bytes, content_type: str | None, max_message: int) -> list[
     return items
 
 
-def parse_text(body: bytes, max_message: int) -> list[RawLog]:
+def parse_text(body: bytes, max_message: int, max_items: int | None = None) -> list[RawLog]:
+    few = max_items is None or body.count(b"\n") < max_items
     items: list[RawLog] = []
-    for raw in body.split(b"\n"):
+    for raw in body.split(b"\n") if few else _lines(body):
         raw = raw.rstrip(b"\r")
         if not raw:
             continue
+        if max_items is not None and len(items) >= max_items:
+            raise TooManyItems(max_items)
         truncated = len(raw) > max_message
         text, flags = decode_line(cut_utf8(raw[:max_message]) if truncated else raw)
         if truncated:
             flags = [Flag.TRUNCATED, *(flags or ())]
         items.append(RawLog("", 0.0, text, Transport.HTTP, flags=flags or []))
     return items
+
+
+def _lines(body: bytes) -> Iterator[bytes]:
+    """The lines of `body` one at a time (a body of millions of empty lines is no list)."""
+    start = 0
+    while (end := body.find(b"\n", start)) >= 0:
+        yield body[start:end]
+        start = end + 1
+    yield body[start:]
+
+
+# A JSON string, and an object without nested ones: what an item of a valid batch can hold.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_OBJECT = re.compile(rb"\{[^{}]*\}")
+
+
+def _check_json_items(body: bytes, max_items: int) -> None:
+    """TooManyItems when the array holds more than `max_items` items, counted before decoding
+    (a body of millions of tiny items would cost ten times its size once decoded)."""
+    if body.count(b",") < max_items:
+        return
+    bare = _JSON_OBJECT.sub(b"0", _JSON_STRING.sub(b"0", body))
+    if bare.count(b",") >= max_items:
+        raise TooManyItems(max_items)
 
 
 class _Entry(msgspec.Struct):
@@ -113,13 +188,17 @@ class _Entry(msgspec.Struct):
 _decode_entries = msgspec.json.Decoder(list[str | _Entry]).decode
 
 
-def parse_json(body: bytes, max_message: int) -> list[RawLog]:
+def parse_json(body: bytes, max_message: int, max_items: int | None = None) -> list[RawLog]:
     """Fast path: msgspec checks the whole body in C; if it finds a fault, the slow path
     walks the body again to name every wrong place."""
+    if max_items is not None:
+        _check_json_items(body, max_items)
     try:
         entries = _decode_entries(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return _parse_json_slowly(body, max_message)
+    if max_items is not None and len(entries) > max_items:
+        raise TooManyItems(max_items)
     items: list[RawLog] = []
     for entry in entries:
         if isinstance(entry, str):

@@ -7,6 +7,7 @@ Prometheus counters about once a second, so a counter never costs a lock per lin
 from __future__ import annotations
 
 from collections import Counter as IntCounter
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
@@ -42,6 +43,53 @@ SOCKET_DROPS = Counter(
 CONNECTIONS = Gauge("opmas_ingest_connections", "Open syslog connections.", ["transport"])
 PAUSED = Gauge("opmas_ingest_paused_connections", "Connections not read because the queue is full.")
 QUEUED = Gauge("opmas_ingest_queued_lines", "Lines received and not yet acknowledged by the bus.")
+QUEUED_BYTES = Gauge(
+    "opmas_ingest_queued_bytes", "Bytes of lines received and not yet acknowledged by the bus."
+)
+SOURCE_DROPPED = Counter(
+    "opmas_ingest_source_dropped_total",
+    "UDP lines dropped because their source IP sent beyond its rate (source: the IP, or other).",
+    ["transport", "source"],
+)
+SOURCE_REJECTED = Counter(
+    "opmas_ingest_source_rejected_connections_total",
+    "Connections refused because their source IP had its maximum open (source: the IP, or other).",
+    ["transport", "source"],
+)
+OTHER = "other"
+
+
+class SourceCounts:
+    """Counts per (transport, source IP) with a bounded number of series: the `max_sources`
+    most recently counted sources have their own; an older one is folded into source="other"
+    (its series removed), and so is any source counted while `max_sources` wait to be folded.
+
+    `add` is the cheap hot-path step; `fold()` (about once a second) moves into `metric`.
+    """
+
+    def __init__(self, metric: Counter, max_sources: int) -> None:
+        self._metric = metric
+        self._max = max_sources
+        self._pending: IntCounter[tuple[str, str]] = IntCounter()
+        self._totals: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def add(self, transport: str, source: str | None, count: int = 1) -> None:
+        key = (transport, source or OTHER)
+        if key not in self._pending and len(self._pending) >= self._max:
+            key = (transport, OTHER)
+        self._pending[key] += count
+
+    def fold(self) -> None:
+        for key, count in self._pending.items():
+            self._metric.labels(*key).inc(count)
+            if key[1] == OTHER:
+                continue
+            self._totals[key] = self._totals.pop(key, 0) + count  # now the most recent
+            if len(self._totals) > self._max:
+                (transport, source), total = self._totals.popitem(last=False)
+                self._metric.remove(transport, source)
+                self._metric.labels(transport, OTHER).inc(total)
+        self._pending.clear()
 
 
 @dataclass

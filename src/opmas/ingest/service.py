@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,13 +15,22 @@ from pathlib import Path
 from typing import Self
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.bus.connect import Bus
+from opmas.enrolled import EnrolledDevices
 from opmas.errors import BindError, ConfigError
 from opmas.ingest.batcher import Batcher
-from opmas.ingest.metrics import SOCKET_DROPS, Tally
+from opmas.ingest.metrics import (
+    SOCKET_DROPS,
+    SOURCE_DROPPED,
+    SOURCE_REJECTED,
+    SourceCounts,
+    Tally,
+)
+from opmas.ingest.peers import PeerMap
 from opmas.ingest.syslog_tcp import Connections, SyslogTcpSource, open_stream_server, tls_context
-from opmas.ingest.syslog_udp import SocketDrops, SyslogUdpSource, open_udp
+from opmas.ingest.syslog_udp import SocketDrops, SourceRates, SyslogUdpSource, open_udp
 from opmas.messages import Transport
 from opmas.settings import IngestSettings, Settings
 
@@ -42,6 +50,7 @@ class SyslogListen:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    tls_peers: dict[str, str] | None = None  # certificate fingerprint -> device hostname
     max_message: int = 65536
 
     @classmethod
@@ -54,6 +63,7 @@ class SyslogListen:
             tls_cert=settings.syslog_tls_cert,
             tls_key=settings.syslog_tls_key,
             tls_ca=settings.syslog_tls_ca,
+            tls_peers=settings.syslog_tls_peers,
             max_message=settings.syslog_max_message,
         )
 
@@ -63,22 +73,46 @@ class IngestService:
 
     name = "ingest"
 
-    def __init__(self, settings: IngestSettings, listen: SyslogListen, bus: Bus) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        listen: SyslogListen,
+        bus: Bus,
+        *,
+        enrolled: EnrolledDevices | None = None,
+    ) -> None:
         self._settings = settings
+        self._enrolled = enrolled  # maps TLS client certificates to enrolled devices
         self._listen = listen
         self._bus = bus
         self.tally = Tally()
-        self.connections = Connections(settings.max_connections, settings.idle_timeout_s)
+        self.source_drops = SourceCounts(SOURCE_DROPPED, settings.metrics_max_sources)
+        self.source_rejects = SourceCounts(SOURCE_REJECTED, settings.metrics_max_sources)
+        self.rates = SourceRates(
+            settings.udp_source_rate, settings.udp_source_burst, settings.udp_max_sources
+        )
+        self.connections = Connections(
+            settings.max_connections,
+            settings.idle_timeout_s,
+            max_per_source=settings.max_connections_per_source,
+            source_rejects=self.source_rejects,
+        )
         self.ports: dict[str, int] = {}
         self._batcher: Batcher | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_drops: SocketDrops | None = None
+        self._udp_source: SyslogUdpSource | None = None
         self._servers: list[asyncio.Server] = []
 
     @classmethod
-    def from_settings(cls, settings: Settings, bus: Bus) -> IngestService:
+    def from_settings(
+        cls, settings: Settings, bus: Bus, engine: AsyncEngine | None = None
+    ) -> IngestService:
         """The component as `opmas up` runs it."""
-        return cls(settings.ingest, SyslogListen.from_settings(settings), bus)
+        enrolled = None
+        if engine is not None and settings.syslog_tls_ca is not None:
+            enrolled = EnrolledDevices(engine, settings.ingest.trust_refresh_s)
+        return cls(settings.ingest, SyslogListen.from_settings(settings), bus, enrolled=enrolled)
 
     def describe(self) -> str:
         """Where syslog is received, for `opmas up` and `opmas status`."""
@@ -95,12 +129,16 @@ class IngestService:
     async def __aenter__(self) -> Self:
         self._batcher = Batcher(self._bus, self._settings)
         try:
+            if self._enrolled is not None:
+                await self._enrolled.__aenter__()
             await self._bind(self._batcher)
         except OSError as exc:  # not a bind: those are BindError, naming port and variable
             self._close_listeners()
             raise ConfigError(f"cannot open the syslog listeners: {exc}") from exc
         except BaseException:
             self._close_listeners()
+            if self._enrolled is not None:
+                await self._enrolled.__aexit__(None, None, None)
             raise
         log.debug("syslog listening", host=self._listen.host, **self.ports)
         return self
@@ -108,7 +146,9 @@ class IngestService:
     async def __aexit__(self, *exc_info: object) -> None:
         self._close_listeners()
         self.connections.close_all()
-        self.tally.fold()
+        self.fold()
+        if self._enrolled is not None:
+            await self._enrolled.__aexit__(None, None, None)
 
     async def _bind(self, batcher: Batcher) -> None:
         listen, settings = self._listen, self._settings
@@ -120,7 +160,9 @@ class IngestService:
                 used=max_message,
             )
         if listen.udp_port >= 0:
-            source = SyslogUdpSource(batcher, self.tally, max_message)
+            source = self._udp_source = SyslogUdpSource(
+                batcher, self.tally, max_message, self.rates
+            )
             with _binding("UDP", listen.host, listen.udp_port):
                 self._udp, self.ports[Transport.UDP], self._udp_drops = await open_udp(
                     listen.host, listen.udp_port, source, settings.udp_receive_buffer
@@ -131,23 +173,30 @@ class IngestService:
                     listen.host, listen.tcp_port, self._factory(batcher, Transport.TCP, max_message)
                 )
             self._servers.append(server)
-        if listen.tls_cert is not None and listen.tls_port >= 0:
-            try:
-                context = tls_context(listen.tls_cert, listen.tls_key, listen.tls_ca)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"syslog TLS certificate, key or CA unusable: {exc}") from exc
+        tls_set = (listen.tls_cert, listen.tls_key, listen.tls_ca) != (None, None, None)
+        if tls_set and listen.tls_port >= 0:  # half-configured TLS: an error, not no listener
+            context = tls_context(listen.tls_cert, listen.tls_key, listen.tls_ca)
             with _binding("TLS", listen.host, listen.tls_port):
                 server, self.ports[Transport.TLS] = await open_stream_server(
                     listen.host,
                     listen.tls_port,
-                    self._factory(batcher, Transport.TLS, max_message),
+                    self._factory(batcher, Transport.TLS, max_message, self._peer_map()),
                     tls=context,
                     handshake_timeout_s=settings.tls_handshake_timeout_s,
                 )
             self._servers.append(server)
 
-    def _factory(self, batcher: Batcher, transport: str, max_message: int) -> _Factory:
-        return _Factory(batcher, self.tally, self.connections, transport, max_message)
+    def _factory(
+        self, batcher: Batcher, transport: str, max_message: int, peers: PeerMap | None = None
+    ) -> _Factory:
+        return _Factory(batcher, self.tally, self.connections, transport, max_message, peers)
+
+    def _peer_map(self) -> PeerMap | None:
+        """Client certificates to devices: only when a CA makes clients present one."""
+        if self._listen.tls_ca is None:
+            return None
+        enrolled = self._enrolled.addresses if self._enrolled is not None else {}
+        return PeerMap(self._listen.tls_peers or {}, enrolled)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop`; then stop listening, close connections, drain, return."""
@@ -166,15 +215,28 @@ class IngestService:
             await publishing
         finally:
             publishing.cancel()
-            self.tally.fold()
+            self.fold()
         log.info("ingest stopped", queued=batcher.queued)
 
     def housekeeping(self) -> None:
-        """Fold the tally into the metrics and close idle connections (run every second)."""
-        self.tally.fold()
+        """Fold the tally into the metrics, forget full rate buckets and close idle
+        connections (run every second)."""
+        self.fold()
+        self.rates.prune(time.time())
         self.connections.sweep(time.monotonic())
         if self._udp_drops is not None:
             SOCKET_DROPS.inc(self._udp_drops.new_drops())
+
+    def fold(self) -> None:
+        """Move the counts of the hot path into the Prometheus metrics."""
+        if self._udp_source is not None:
+            self.tally.received[Transport.UDP] += self._udp_source.take_datagrams()
+        for source, count in self.rates.take_drops():
+            self.tally.dropped[Transport.UDP] += count
+            self.source_drops.add(Transport.UDP, source, count)
+        self.tally.fold()
+        self.source_drops.fold()
+        self.source_rejects.fold()
 
     def _close_listeners(self) -> None:
         for server in self._servers:
@@ -213,6 +275,7 @@ class _Factory:
     connections: Connections
     transport: str
     max_message: int
+    peers: PeerMap | None = None
 
     def __call__(self) -> SyslogTcpSource:
         return SyslogTcpSource(
@@ -221,4 +284,5 @@ class _Factory:
             self.connections,
             transport_name=self.transport,
             max_message=self.max_message,
+            peers=self.peers,
         )

@@ -54,6 +54,7 @@ class Playbook(Timestamps, Base):
     trigger_conditions: Mapped[Any | None] = mapped_column(JSONB)
     execution_mode: Mapped[str] = mapped_column(String(20), server_default="manual")
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    auto_min_trust: Mapped[str | None] = mapped_column(Text)  # auto only from this trust up
 
     steps: Mapped[list[PlaybookStep]] = relationship(
         back_populates="playbook",
@@ -81,6 +82,7 @@ class PlaybookStep(Timestamps, Base):
     timeout_seconds: Mapped[int] = mapped_column(server_default=text("30"))
     retry_count: Mapped[int] = mapped_column(server_default=text("0"))
     execution_mode: Mapped[str | None] = mapped_column(String(20))  # None: the playbook's
+    auto_min_trust: Mapped[str | None] = mapped_column(Text)  # None: the playbook's
     description: Mapped[str | None] = mapped_column(Text)
 
     playbook: Mapped[Playbook] = relationship(back_populates="steps", lazy="raise")
@@ -147,6 +149,7 @@ class IntendedAction(Timestamps, Base):
     lifts_action_id: Mapped[int | None] = mapped_column(
         ForeignKey("intended_actions.id", ondelete="SET NULL")
     )  # an unblock: the block (or ban) it lifts, see `opmas decisions delete`
+    evidence_trust: Mapped[str | None] = mapped_column(Text)  # weakest trust of its evidence
     history: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, server_default=text("'[]'::jsonb")
     )  # every transition: {"state", "at", "by", "attempt", "note"}

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from opmas.models.findings import Finding
 
 DEVICE_STATUSES = ("active", "inactive", "maintenance", "decommissioned")
+ENROLLED = "enrolled"  # added or confirmed by the operator: may get SSH actions
+DISCOVERED = "discovered"  # seen in logs only: never acted on over SSH
+ENROLMENTS = (ENROLLED, DISCOVERED)
 
 
 class OpmasConfig(Timestamps, Base):
@@ -44,7 +47,9 @@ class Device(Timestamps, Base):
     __tablename__ = "devices"
     __table_args__ = (
         CheckConstraint(one_of("status", DEVICE_STATUSES), name="status"),
+        CheckConstraint(one_of("enrolment", ENROLMENTS), name="enrolment"),
         Index("idx_devices_status", "status"),
+        Index("idx_devices_enrolment_last_seen_at", "enrolment", "last_seen_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,6 +64,9 @@ class Device(Timestamps, Base):
     ssh_user: Mapped[str] = mapped_column(String(64), server_default="root")
     ssh_host_key: Mapped[str | None] = mapped_column(Text)  # pinned on first use
     ssh_host_key_pinned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enrolment: Mapped[str] = mapped_column(Text, server_default=DISCOVERED)
+    first_seen_from: Mapped[str | None] = mapped_column(INET)  # source address, discovery
+    seen_from: Mapped[str | None] = mapped_column(INET)  # source address of the latest line
 
     ssh_keys: Mapped[list[SshKey]] = relationship(
         back_populates="device", lazy="raise", passive_deletes=True

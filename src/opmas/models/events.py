@@ -59,3 +59,4 @@ class Event(Base):
     device_id: Mapped[int | None]
     flags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     transport: Mapped[str | None] = mapped_column(String(10))
+    trust: Mapped[str | None] = mapped_column(Text)  # opmas.trust level; NULL counts as untrusted

@@ -11,13 +11,14 @@ from opmas.crypto import SecretBox
 from opmas.errors import SecretError
 from opmas.models.notify import NotificationChannel
 from opmas.notify.email import send_email
-from opmas.notify.errors import DeliveryError
+from opmas.notify.errors import ChannelCrash, DeliveryError
 from opmas.notify.render import Message
 from opmas.notify.slack import send_slack
 from opmas.notify.webhook import send_webhook
 from opmas.settings import NotifierSettings
 
-__all__ = ["DeliveryError", "deliver"]
+__all__ = ["ChannelCrash", "DeliveryError", "deliver"]
+MASK = "**********"
 
 
 async def deliver(
@@ -28,8 +29,25 @@ async def deliver(
     http: httpx.AsyncClient,
     settings: NotifierSettings,
 ) -> None:
-    """Send `message` on `channel`. Raises DeliveryError with the reason (no secret in it)."""
+    """Send `message` on `channel`. Raises DeliveryError with the reason (no secret in it);
+    ChannelCrash when the protocol code raised anything else."""
     secret = _secret(channel, box)
+    try:
+        await _send(channel, message, secret, http, settings)
+    except DeliveryError:
+        raise
+    except Exception as exc:  # any bug of one channel becomes its failure, never the loop's
+        text = f"{type(exc).__name__}: {exc}"
+        raise ChannelCrash(text.replace(secret, MASK) if secret else text) from None
+
+
+async def _send(
+    channel: NotificationChannel,
+    message: Message,
+    secret: str | None,
+    http: httpx.AsyncClient,
+    settings: NotifierSettings,
+) -> None:
     config = channel.config or {}
     if channel.channel_type == "email":
         await send_email(config, secret, message, timeout_s=settings.send_timeout_s)

@@ -13,22 +13,26 @@ from typing import Any
 import aiosmtplib
 
 from opmas.notify.errors import DeliveryError
-from opmas.notify.render import Message
+from opmas.notify.render import Message, one_line
 
 DEFAULT_PORT = 587
 
 
 def build_email(config: Mapping[str, Any], message: Message) -> EmailMessage:
-    """The RFC 5322 message: From, To, Subject and the plain text. Raises DeliveryError when
-    the config lacks `from` or `to`."""
+    """The RFC 5322 message: From, To, Subject and the plain text. The subject never carries
+    a control character from data. Raises DeliveryError when the config lacks `from` or `to`,
+    or when the email library refuses a header."""
     sender, recipients = config.get("from"), list(config.get("to") or [])
     if not sender or not recipients:
         raise DeliveryError("email channel needs `from` and at least one `to`")
     email = EmailMessage()
-    email["From"] = str(sender)
-    email["To"] = ", ".join(str(r) for r in recipients)
-    email["Subject"] = message.subject
-    email.set_content(message.text)
+    try:
+        email["From"] = one_line(str(sender), 998)
+        email["To"] = one_line(", ".join(str(r) for r in recipients), 998)
+        email["Subject"] = one_line(message.subject)
+        email.set_content(message.text)
+    except (ValueError, TypeError, IndexError) as exc:  # email.errors.* are ValueErrors too
+        raise DeliveryError(f"email refused by the email library: {exc}") from exc
     return email
 
 

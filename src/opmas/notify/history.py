@@ -240,15 +240,17 @@ async def mark_failed(
     reason: str,
     now: datetime,
     settings: NotifierSettings,
+    *,
+    final: bool = False,
 ) -> int:
     """Count a failed attempt on `rows`: retry at now + backoff * 2**(attempts-1), or
-    `failed` after max_attempts. Returns how many rows are now failed."""
+    `failed` after max_attempts (at once when `final`). Returns how many rows are now failed."""
     by_attempts: dict[int, list[int]] = defaultdict(list)
     for row in rows:
         by_attempts[row.attempts + 1].append(row.id)
     failed = 0
     for attempts, ids in by_attempts.items():
-        final = attempts >= settings.max_attempts
+        last = final or attempts >= settings.max_attempts
         delay = timedelta(seconds=settings.retry_backoff_s * 2 ** (attempts - 1))
         await session.execute(
             update(NH)
@@ -256,10 +258,10 @@ async def mark_failed(
             .values(
                 attempts=attempts,
                 error_message=reason[:ERROR_CHARS],
-                status="failed" if final else "pending",
-                next_attempt_at=None if final else now + delay,
+                status="failed" if last else "pending",
+                next_attempt_at=None if last else now + delay,
             )
             .execution_options(synchronize_session=False)
         )
-        failed += len(ids) if final else 0
+        failed += len(ids) if last else 0
     return failed

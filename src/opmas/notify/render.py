@@ -6,6 +6,7 @@ the notifier writes it for findings, the executor for `notify` actions.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,14 @@ DIGEST_LIST_CAP = 20
 """Items listed in a digest's text; the rest are counted ("… and 17 more")."""
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+MAX_SUBJECT = 250
+
+
+def one_line(text: str, limit: int = MAX_SUBJECT) -> str:
+    """`text` without control characters (CR, LF, ESC... each run becomes one space), cut to
+    `limit`: what a subject or headline taken from data may carry."""
+    return _CONTROL.sub(" ", text).strip()[:limit]
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class Message:
 def finding_payload(finding: Finding) -> dict[str, Any]:
     """The history payload of `finding` as first seen: subject, text and its fields."""
     where = finding.device_hostname or finding.device_ip or "unknown device"
-    subject = f"{PREFIX} {finding.severity}: {finding.rule_name} on {where}"
+    subject = one_line(f"{PREFIX} {finding.severity}: {finding.rule_name} on {where}")
     lines = [
         finding.description,
         "",
@@ -88,7 +97,7 @@ def item_severity(payload: Mapping[str, Any]) -> str:
 
 def single(payload: Mapping[str, Any]) -> Message:
     """The message for one item: its own subject and text; JSON `{"type": <kind>, ...}`."""
-    subject = str(payload.get("subject") or f"{PREFIX} {item_kind(payload)}")
+    subject = one_line(str(payload.get("subject") or f"{PREFIX} {item_kind(payload)}"))
     text = str(payload.get("text") or subject)
     return Message(subject=subject, text=text, body={"type": item_kind(payload), **payload})
 
@@ -121,7 +130,7 @@ def _noun(payloads: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _headline(payload: Mapping[str, Any]) -> str:
-    subject = str(payload.get("subject") or item_kind(payload))
+    subject = one_line(str(payload.get("subject") or item_kind(payload)))
     return subject.removeprefix(PREFIX).strip()
 
 

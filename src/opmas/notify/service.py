@@ -34,7 +34,7 @@ from opmas.crypto import SecretKeys
 from opmas.db.engine import session_factory
 from opmas.messages import Finding, finding_decoder
 from opmas.notify import history
-from opmas.notify.channels import DeliveryError, deliver
+from opmas.notify.channels import ChannelCrash, DeliveryError, deliver
 from opmas.notify.render import digest
 from opmas.notify.routing import Route, channel_interval, per_channel
 from opmas.settings import Settings
@@ -143,7 +143,10 @@ class Notifier:
             routes = await history.load_routes(session) if channel_ids else []
         sent = 0
         for channel_id in channel_ids:
-            sent += await self._send_channel(channel_id, routes, now)
+            try:
+                sent += await self._send_channel(channel_id, routes, now)
+            except Exception as exc:  # one channel's trouble never keeps the others waiting
+                log.warning("sending on a channel failed", channel_id=channel_id, error=repr(exc))
         return sent
 
     async def _send_channel(self, channel_id: int, routes: list[Route], now: datetime) -> int:
@@ -160,20 +163,24 @@ class Notifier:
             rows = await history.lock_due_rows(session, channel_id, now, MAX_ITEMS_PER_MESSAGE)
             if not rows:
                 return 0
-            message = digest([row.payload or {} for row in rows], interval)
             fields = {"channel": channel.name, "channel_type": channel.channel_type}
             try:
+                message = digest([row.payload or {} for row in rows], interval)
                 await deliver(
                     channel, message, box=self._keys.box(), http=self._http, settings=self._settings
                 )
-            except DeliveryError as exc:
+            except Exception as exc:  # a bug in one channel fails its rows, not the loop
+                expected = isinstance(exc, DeliveryError) and not isinstance(exc, ChannelCrash)
+                error = (
+                    str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+                )
                 gave_up = await history.mark_failed(
-                    session, rows, str(exc), datetime.now(UTC), self._settings
+                    session, rows, error, datetime.now(UTC), self._settings, final=not expected
                 )
                 FAILED.labels(channel.channel_type).inc()
                 GAVE_UP.inc(gave_up)
                 log.warning(
-                    "delivery failed", **fields, items=len(rows), gave_up=gave_up, error=str(exc)
+                    "delivery failed", **fields, items=len(rows), gave_up=gave_up, error=error
                 )
                 return 0
             digest_id = await history.mark_sent(session, rows, datetime.now(UTC))

@@ -8,9 +8,15 @@ from opmas.notify.errors import DeliveryError
 from opmas.notify.render import Message
 
 
+def slack_escape(text: str) -> str:
+    """`&`, `<` and `>` as Slack wants them escaped, so text from data (`<!channel>`, `<url|x>`)
+    is shown as written, never read as a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_text(message: Message) -> str:
-    """The subject in bold, then the text (Slack mrkdwn)."""
-    return f"*{message.subject}*\n{message.text}"
+    """The subject in bold, then the text (Slack mrkdwn), both escaped."""
+    return f"*{slack_escape(message.subject)}*\n{slack_escape(message.text)}"
 
 
 async def send_slack(http: httpx.AsyncClient, url: str, message: Message) -> None:

@@ -38,6 +38,7 @@ class StepSpec(BaseModel):
     timeout_seconds: int = Field(30, gt=0)
     retry_count: int = Field(0, ge=0, le=10)
     execution_mode: Literal["manual", "auto"] | None = None
+    auto_min_trust: Literal["address", "verified"] | None = None  # None: the playbook's
 
 
 class Conditions(BaseModel):
@@ -62,6 +63,8 @@ class PlaybookSpec(BaseModel):
     trigger_type: str = Field(min_length=1, max_length=50)
     trigger_conditions: Conditions = Field(default_factory=Conditions)
     execution_mode: Literal["manual", "auto"] = "manual"
+    # an auto step runs alone only on evidence this trusted (None: address); else it waits
+    auto_min_trust: Literal["address", "verified"] | None = None
     is_active: bool = True
     steps: list[StepSpec] = Field(min_length=1)
 
@@ -103,6 +106,7 @@ async def save_playbook(session: AsyncSession, spec: PlaybookSpec) -> Playbook:
         trigger_type=spec.trigger_type,
         trigger_conditions=spec.trigger_conditions.model_dump(exclude_defaults=True),
         execution_mode=spec.execution_mode,
+        auto_min_trust=spec.auto_min_trust,
         is_active=spec.is_active,
     )
     session.add(playbook)

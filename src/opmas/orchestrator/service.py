@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from opmas import trust
 from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PullConsumer
 from opmas.bus.publish import Publisher
@@ -35,6 +36,7 @@ from opmas.orchestrator.correlate import (
 )
 from opmas.orchestrator.lifecycle import action_messages, action_msg_id, transition
 from opmas.orchestrator.playbooks import ensure_default_playbooks
+from opmas.orchestrator.policy import hold_over_limit
 from opmas.orchestrator.propose import Origin, plan, save_actions
 from opmas.orchestrator.store import (
     Attached,
@@ -43,6 +45,7 @@ from opmas.orchestrator.store import (
     touch_incidents,
     upsert_findings,
 )
+from opmas.orchestrator.targets import TargetPolicy, load_policy
 from opmas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -66,6 +69,7 @@ class Orchestrator:
         self._sessions = session_factory(engine)
         self._bus = bus
         self._settings = settings.orchestrator
+        self._all_settings = settings  # protected targets: actions, bind addresses
         self._consumer: PullConsumer | None = None
 
     async def __aenter__(self) -> Self:
@@ -115,10 +119,17 @@ class Orchestrator:
         fresh = [(s, group_of(s.message, self._settings)) for s in stored if s.incident_id is None]
         attached = await attach_all(session, fresh, self._settings)
         allowlist = await load_allowlist(session)
+        targets = await load_policy(session, self._all_settings)
         playbooks: dict[str, list[Playbook]] = {}
         rows: list[dict[str, Any]] = []
         for (found, _), joined in zip(fresh, attached, strict=True):
-            rows += await self._plan(session, found, joined, allowlist, playbooks)
+            rows += await self._plan(session, found, joined, allowlist, playbooks, targets)
+        await hold_over_limit(
+            session,
+            rows,
+            self._settings.max_actions_per_device_hour,
+            self._settings.pending_ttl_s,
+        )
         return await save_actions(session, rows)
 
     async def _plan(
@@ -128,6 +139,7 @@ class Orchestrator:
         joined: Attached,
         allowlist: Allowlist,
         playbooks: dict[str, list[Playbook]],
+        targets: TargetPolicy,
     ) -> list[dict[str, Any]]:
         """The actions a new finding calls for, and those of its incident's new type (none for
         a finding of `opmas replay` without --notify)."""
@@ -143,11 +155,22 @@ class Orchestrator:
             found.device_id,
             message.device_hostname,
             f"finding:{message.finding_id}",
+            trust.normalise(str(message.details.get("trust"))),
+            found.device_enrolment,
         )
+        untrusted = self._settings.propose_untrusted
         rows: list[dict[str, Any]] = []
         if found.inserted:
             rows += await plan(
-                session, message.finding_type, context, origin, allowlist, ttl, playbooks
+                session,
+                message.finding_type,
+                context,
+                origin,
+                allowlist,
+                ttl,
+                playbooks,
+                targets,
+                propose_untrusted=untrusted,
             )
         if joined.new_type is not None:
             INCIDENTS.labels(joined.new_type).inc()
@@ -161,6 +184,8 @@ class Orchestrator:
                 allowlist,
                 ttl,
                 playbooks,
+                targets,
+                propose_untrusted=untrusted,
             )
         return rows
 

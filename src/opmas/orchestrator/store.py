@@ -45,6 +45,7 @@ class StoredFinding:
     incident_id: int | None
     device_id: int | None
     device_config: dict[str, Any] | None
+    device_enrolment: str | None = None  # enrolled, discovered; None without a device
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,19 @@ async def upsert_findings(
         device = _device_of(devices, message)
         device_id = device.id if device else None
         config = device.config if device else None
+        enrolment = device.enrolment if device else None
         row = existing.get(key)
         if row is not None:
             stored.append(
-                StoredFinding(message, row.id, key[1], False, row.incident_id, device_id, config)
+                StoredFinding(
+                    message, row.id, key[1], False, row.incident_id, device_id, config, enrolment
+                )
             )
         else:
             stored.append(
-                StoredFinding(message, inserted[key], key[1], True, None, device_id, config)
+                StoredFinding(
+                    message, inserted[key], key[1], True, None, device_id, config, enrolment
+                )
             )
     return stored
 

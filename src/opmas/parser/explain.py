@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opmas.messages import ParsedEvent
+from opmas import trust
+from opmas.messages import ParsedEvent, RawLog
 from opmas.parser.header import Header
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class Trace:
     pattern_regex: str | None = None
     delegated: str | None = None
     joined: dict[str, object] = field(default_factory=dict)
+    trust: str = ""  # why the line gets its trust level
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Explanation:
     delegated_to: str | None
     joined: dict[str, object]
     event: ParsedEvent
+    trust_reason: str = ""
 
     @property
     def domain(self) -> str:
@@ -78,6 +81,7 @@ class Explanation:
         lines += [f"  {key}: {value!r}" for key, value in self.structured_fields.items()]
         if self.event.flags:
             lines.append(f"flags:         {', '.join(self.event.flags)}")
+        lines.append(f"trust:         {self.event.trust} ({self.trust_reason})")
         return "\n".join(lines)
 
 
@@ -109,6 +113,7 @@ def build(line: str, trace: Trace, event: ParsedEvent) -> Explanation:
         delegated_to=trace.delegated,
         joined=dict(trace.joined),
         event=event,
+        trust_reason=trace.trust,
     )
 
 
@@ -121,3 +126,28 @@ def lookup_reason(program: str | None, parser: CompiledParser | None, header: He
     if header.format == "none" and not program:
         return "no syslog header and no known program: unparsed"
     return f"no parser for program {program!r}: unparsed"
+
+
+def trust_reason(
+    level: str,
+    hostname: str | None,
+    raw: RawLog,
+    enrolled: dict[str, str],
+    claimed: str | None,
+) -> str:
+    """Why a line gets its trust level (`opmas explain`)."""
+    if level == trust.VERIFIED:
+        why = f"sent over an ingest token or client certificate of {raw.bound_hostname}"
+        return why + (f"; it named {claimed!r}, attributed to the sender" if claimed else "")
+    if level == trust.ADDRESS:
+        return f"{hostname} is enrolled and the line came from its registered IP {raw.source_ip}"
+    if not hostname:
+        return "the line names no host"
+    registered = enrolled.get(hostname)
+    if registered is None and not enrolled and raw.transport == "explain":
+        return "offline, nothing is enrolled: try --source-ip IP --enrolled HOST=IP"
+    if registered is None:
+        return f"{hostname} is not an enrolled device"
+    if raw.source_ip is None:
+        return f"no source address (offline: pass --source-ip; {hostname} is at {registered})"
+    return f"{hostname} is enrolled at {registered}, the line came from {raw.source_ip}"

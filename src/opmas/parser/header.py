@@ -7,6 +7,7 @@ cheap first-character test picks the regex to try, so a line costs one or two re
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import msgspec
@@ -66,6 +67,12 @@ _FAST_LOGREAD = re.compile(
 _SD_ELEMENT = re.compile(r'\[([^\s\]=]+)((?:\s+[^\s=\]]+="(?:[^"\\]|\\.)*")*)\s*\]')
 _SD_PARAM = re.compile(r'([^\s=\]]+)="((?:[^"\\]|\\.)*)"')
 _SD_UNESCAPE = re.compile(r"\\([\"\\\]])")
+# Hostnames kept as sent: RFC 1123 labels (1 to 63 letters, digits, inner hyphens) plus `_`,
+# which OpenWRT users put in names; anything else (spaces, control characters, `<>`) is not one.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+_IPV6_HOST = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+MAX_HOSTNAME = 255
+MAX_CLAIMED = 300
 
 
 class Header(msgspec.Struct, gc=False):
@@ -84,6 +91,28 @@ class Header(msgspec.Struct, gc=False):
     invalid_pri: bool = False
     msgid: str | None = None
     structured_data: dict[str, dict[str, str]] | None = None
+
+
+def valid_hostname(text: str) -> bool:
+    """Whether `text` may stand as an event's hostname: dot-separated labels of letters,
+    digits, `-` (not first or last) and `_`, 255 characters at most, or an IPv6 address."""
+    if len(text) > MAX_HOSTNAME:
+        return False
+    if _HOSTNAME.fullmatch(text) is not None:
+        return True
+    if ":" in text and _IPV6_HOST.fullmatch(text) is not None:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def escaped_hostname(text: str) -> str:
+    """An invalid hostname as it may be stored and shown: control and non-ASCII characters
+    escaped (`\\n`, `\\x1b`), cut to MAX_CLAIMED characters."""
+    return text[:MAX_CLAIMED].encode("unicode_escape").decode("ascii")
 
 
 def normalize_level(text: str | None) -> str | None:

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PullConsumer
 from opmas.bus.publish import Publisher
+from opmas.enrolled import EnrolledDevices
 from opmas.messages import ParsedBatch, ParsedEvent, encode, raw_batch_decoder
 from opmas.parser.engine import ParserEngine
 
@@ -32,22 +33,40 @@ class ParserService:
 
     name = "parser"
 
-    def __init__(self, bus: Bus, engine: ParserEngine, *, fetch_batch: int = 16) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        engine: ParserEngine,
+        *,
+        fetch_batch: int = 16,
+        enrolled: EnrolledDevices | None = None,
+    ) -> None:
         self._bus = bus
         self._engine = engine
         self._fetch_batch = fetch_batch
         self._consumer: PullConsumer | None = None
+        self._enrolled = enrolled  # grades `address` trust; without it no line gets it
 
     async def __aenter__(self) -> Self:
+        if self._enrolled is not None:
+            await self._enrolled.__aenter__()
+            self._engine.enrolled = self._enrolled.addresses
         consumer = PullConsumer(
             self._bus, self._bus.subjects.logs_raw_stream, DURABLE, batch=self._fetch_batch
         )
-        self._consumer = await consumer.__aenter__()
+        try:
+            self._consumer = await consumer.__aenter__()
+        except BaseException:
+            if self._enrolled is not None:
+                await self._enrolled.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._consumer is not None:
             await self._consumer.__aexit__(None, None, None)
+        if self._enrolled is not None:
+            await self._enrolled.__aexit__(None, None, None)
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None  # noqa: S101 - set by __aenter__

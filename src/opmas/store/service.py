@@ -36,12 +36,14 @@ class EventStore:
 
     name = "store"
 
-    def __init__(self, database_url: str, bus: Bus, *, fetch_batch: int = 64) -> None:
+    def __init__(
+        self, database_url: str, bus: Bus, *, fetch_batch: int = 64, max_discovered: int = 10_000
+    ) -> None:
         self._database_url = database_url
         self._pool: asyncpg.Pool | None = None
         self._bus = bus
         self._fetch_batch = fetch_batch
-        self._devices = DeviceRegistry()
+        self._devices = DeviceRegistry(max_discovered=max_discovered)
         self._consumer: PullConsumer | None = None
 
     async def __aenter__(self) -> Self:

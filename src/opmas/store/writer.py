@@ -11,6 +11,7 @@ from datetime import datetime
 import asyncpg
 import orjson
 
+from opmas import trust
 from opmas.messages import ParsedEvent
 from opmas.store.devices import UNREGISTERED, DeviceRegistry, Sighting
 
@@ -33,6 +34,7 @@ COLUMNS = (
     "device_id",
     "flags",
     "transport",
+    "trust",
 )
 # The fast path COPYs straight into `events`. A redelivered batch that was already
 # committed fails there on the primary key; it then goes through a staging table and an
@@ -41,16 +43,16 @@ STAGE_SQL = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS events_stage ON COMMIT DELETE ROWS AS "
     "SELECT event_id, arrival_ts_utc, source_ip, original_ts, event_ts, hostname, "
     "process_name, pid, log_level, facility, event_type, message, parser_name, "
-    "log_source_type, structured_fields, device_id, flags, transport FROM events WITH "
+    "log_source_type, structured_fields, device_id, flags, transport, trust FROM events WITH "
     "NO DATA "
 )
 INSERT_SQL = (
     "INSERT INTO events (event_id, arrival_ts_utc, source_ip, original_ts, event_ts, "
     "hostname, process_name, pid, log_level, facility, event_type, message, "
-    "parser_name, log_source_type, structured_fields, device_id, flags, transport) "
+    "parser_name, log_source_type, structured_fields, device_id, flags, transport, trust) "
     "SELECT event_id, arrival_ts_utc, source_ip, original_ts, event_ts, hostname, "
     "process_name, pid, log_level, facility, event_type, message, parser_name, "
-    "log_source_type, structured_fields, device_id, flags, transport FROM "
+    "log_source_type, structured_fields, device_id, flags, transport, trust FROM "
     "events_stage ON CONFLICT DO NOTHING "
 )
 
@@ -79,7 +81,7 @@ def sightings(events: list[ParsedEvent]) -> dict[str, Sighting]:
         arrival = datetime.fromisoformat(event.arrival_ts_utc)
         current = seen.get(key)
         if current is None or current.seen_at < arrival:
-            seen[key] = Sighting(key, event.source_ip, arrival)
+            seen[key] = Sighting(key, event.source_ip, arrival, event.trust)
     return seen
 
 
@@ -114,6 +116,7 @@ def to_record(event: ParsedEvent, device_id: int | None) -> tuple[object, ...]:
         device_id,
         event.flags,
         event.transport,
+        event.trust and trust.normalise(event.trust),  # None: sent by a parser before trust
     )
 
 

@@ -75,6 +75,7 @@ async def device(
         ip_address=router.host,
         ssh_port=router.port,
         ssh_user=router.user,
+        enrolment="enrolled",
     )
     session.add(row)
     await session.flush()

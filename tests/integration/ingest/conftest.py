@@ -76,6 +76,7 @@ def start_ingest(bus: Bus) -> StartIngest:
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[IngestService]:
+        enrolled = overrides.pop("enrolled", None)  # an EnrolledDevices, for TLS peer mapping
         listen_fields = set(SyslogListen.__dataclass_fields__)
         listen = replace(LOOPBACK, **{k: v for k, v in overrides.items() if k in listen_fields})
         tuning = {"flush_delay_ms": 5} | {
@@ -83,7 +84,7 @@ def start_ingest(bus: Bus) -> StartIngest:
         }
         settings = IngestSettings(**tuning)
         stop = asyncio.Event()
-        async with IngestService(settings, listen, bus) as service:
+        async with IngestService(settings, listen, bus, enrolled=enrolled) as service:
             running = asyncio.create_task(service.run(stop))
             try:
                 yield service

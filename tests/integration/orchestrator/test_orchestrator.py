@@ -54,7 +54,9 @@ async def orchestrator(
     async with engine.begin() as conn:
         for n in (1, 2, 3):
             await conn.execute(
-                Device.__table__.insert().values(hostname=f"r{n}", ip_address=f"192.0.2.{n}")
+                Device.__table__.insert().values(
+                    hostname=f"r{n}", ip_address=f"192.0.2.{n}", enrolment="enrolled"
+                )
             )
     async with Orchestrator(engine, bus, settings) as orch:
         yield orch
@@ -118,7 +120,7 @@ async def test_an_auto_step_is_approved_without_a_human(
         finding_type="HostapdCrash",
         rule_name="wifi-hostapd-crash",
         description="hostapd crashed",
-        details={"hostname": "r1", "event": "process_segfault"},
+        details={"hostname": "r1", "event": "process_segfault", "trust": "verified"},
     )
     await orchestrator.process(crash)
     [action] = await _all(engine, select(IntendedAction))
@@ -312,7 +314,7 @@ async def test_an_auto_step_in_a_manual_playbook_runs_without_approval(
         finding_type="LinkFlapping",
         rule_name="wan-link-flapping",
         description="wan flapping",
-        details={"hostname": "r1", "interface": "wan"},
+        details={"hostname": "r1", "interface": "wan", "trust": "address"},
     )
     await orchestrator.process(flap)
     actions = await _all(

@@ -133,3 +133,23 @@ def test_encode_batches_cuts_a_single_line_that_cannot_fit() -> None:
     assert msg_id == "b"
     assert len(item.line) == 200
     assert item.flags == [Flag.TRUNCATED]
+
+
+async def test_read_body_unzips_every_member_fed_in_pieces() -> None:
+    zipped = gzip.compress(b"one\n") + gzip.compress(b"two\n") + gzip.compress(b"three")
+    pieces = [zipped[i : i + 7] for i in range(0, len(zipped), 7)]
+    body = await read_body(chunks(*pieces), content_length=None, encoding="gzip", limit=100)
+    assert body == b"one\ntwo\nthree"
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        (b'["a,b", "c\\",d", {"message": "e,f", "hostname": "g,h"}, "i"]', 4),
+        (b'[{"message": "x", "timestamp": 1.5}, {"message": ",,,,"}]', 2),
+    ],
+)
+def test_the_item_cap_counts_json_items_not_commas(body: bytes, count: int) -> None:
+    assert len(parse_body(body, "application/json", 1000, max_items=count)) == count
+    with pytest.raises(PayloadTooLarge, match=f"more than {count - 1} lines"):
+        parse_body(body, "application/json", 1000, max_items=count - 1)

@@ -14,7 +14,7 @@ def test_parsed_event_fields_are_in_the_order_the_engine_passes_them() -> None:
     assert ParsedEvent.__struct_fields__ == (
         "event_id", "arrival_ts_utc", "source_ip", "original_ts", "hostname", "process_name",
         "pid", "log_level", "facility", "event_type", "message", "parser_name",
-        "log_source_type", "structured_fields", "event_ts", "transport", "flags",
+        "log_source_type", "structured_fields", "event_ts", "transport", "flags", "trust",
     )  # fmt: skip
 
 
@@ -46,6 +46,7 @@ def test_a_remote_syslog_line_becomes_a_complete_event(engine: ParserEngine) -> 
         "event_ts": "2026-11-21T10:00:01.000Z",
         "transport": "udp",
         "flags": [],
+        "trust": "untrusted",
     }
 
 

@@ -16,6 +16,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from opmas import trust
 from opmas.agents.rules.conditions import Getter, Predicate, compile_conditions, field_getter
 from opmas.agents.rules.types import KEY_SEPARATOR, Rule, RuleHit, event_time
 from opmas.agents.rules.windows import Cooldown, KeyedLru, seen_at
@@ -24,8 +25,8 @@ from opmas.messages import ParsedEvent
 
 _STEP_KEYS = frozenset(["conditions", "min_count", "join_on"])
 
-# (event time, arrival sequence, event id): the sequence number orders equal timestamps
-_Match = tuple[float, int, str]
+# (event time, arrival sequence, event id, trust rank): the sequence orders equal timestamps
+_Match = tuple[float, int, str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,7 @@ class CorrelationRule(Rule):
             self.duplicates += 1
             return None
         self._seq += 1
-        match: _Match = (ts, self._seq, event.event_id)
+        match: _Match = (ts, self._seq, event.event_id, trust.rank(event.trust))
         for i in indexes:
             self._insert(state, i, match)
         state.newest = max(state.newest, ts)
@@ -215,8 +216,10 @@ class CorrelationRule(Rule):
             new, burst = self.cooldown.hit(key, ts, chain[0][0], len(chain))
             if new:
                 burst.evidence.extend(m[2] for m in chain)
+                burst.trust = min(burst.trust, *(m[3] for m in chain))
             else:
                 burst.evidence.append(event.event_id)
+                burst.trust = min(burst.trust, match[3])
         else:
             open_burst = self.cooldown.open_burst(key, ts)
             if open_burst is None:
@@ -224,6 +227,7 @@ class CorrelationRule(Rule):
             new, burst = False, open_burst
             burst.total += 1
             burst.evidence.append(event.event_id)
+            burst.trust = min(burst.trust, match[3])
         count = len(chain) if chain is not None else sum(len(d) for d in state.steps)
         return self._hit(new, key, count, burst, ts, burst.evidence)
 
@@ -249,7 +253,7 @@ class CorrelationRule(Rule):
         before the earliest match taken by the step after it, which leaves the most room to
         the earlier steps, so a sequence exists only if this finds one.
         """
-        bound: _Match = (end[0], end[1] + 1, end[2])  # `end` itself is taken
+        bound: _Match = (end[0], end[1] + 1, end[2], end[3])  # `end` itself is taken
         taken: list[list[_Match]] = []
         for step, matches in zip(reversed(self.steps), reversed(state.steps), strict=True):
             stop = bisect.bisect_left(matches, bound)

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from opmas import trust
 from opmas.agents.rules.types import KEY_SEPARATOR, MISSING_KEY_PART, Rule, RuleHit, event_time
 from opmas.agents.rules.windows import Burst
 from opmas.errors import ConfigError
@@ -318,7 +319,8 @@ class NoveltyRule(Rule):
         if template is None or learning or self.seen_events <= self.warmup_events:
             return []
         host = event.hostname or MISSING_KEY_PART
-        return [self._grouped(f"{host}{KEY_SEPARATOR}{key}", template.text, ts, event.event_id)]
+        group = f"{host}{KEY_SEPARATOR}{key}"
+        return [self._grouped(group, template.text, ts, event.event_id, trust.rank(event.trust))]
 
     def _new_key(self, key: str, ts: float, event: ParsedEvent) -> list[RuleHit]:
         self.seen_events += 1
@@ -335,9 +337,12 @@ class NoveltyRule(Rule):
             self.warmup_events, self.learning_events
         ):
             return []
-        return [self._grouped(event.hostname or MISSING_KEY_PART, key, ts, event.event_id)]
+        group = event.hostname or MISSING_KEY_PART
+        return [self._grouped(group, key, ts, event.event_id, trust.rank(event.trust))]
 
-    def _grouped(self, group_key: str, item: str, ts: float, event_id: str) -> RuleHit:
+    def _grouped(
+        self, group_key: str, item: str, ts: float, event_id: str, trust_rank: int
+    ) -> RuleHit:
         """The hit of a new template or key: NEW for the first of its group, else UPDATE."""
         group = self._groups.get(group_key)
         new = group is None or not -self.group_s < ts - group.burst.start < self.group_s
@@ -355,6 +360,7 @@ class NoveltyRule(Rule):
             group.items.append(item)
         if len(burst.evidence) < self.evidence_limit:
             burst.evidence.append(event_id)
+        burst.trust = min(burst.trust, trust_rank)
         hit = self._hit(new, group_key, burst.total, burst, ts, burst.evidence)
         listed = "keys" if self.novelty == "key" else "templates"
         return replace(hit, details={"novelty": self.novelty, listed: list(group.items)})
@@ -415,6 +421,7 @@ class NoveltyRule(Rule):
                     "total": g.burst.total,
                     "items": g.items,
                     "evidence": list(g.burst.evidence),
+                    "trust": g.burst.trust,
                 }
                 for key, g in self._groups.items()
             ],
@@ -471,6 +478,7 @@ class NoveltyRule(Rule):
                 burst = Burst(
                     float(item["start"]), float(item["last"]), int(item["total"]), evidence
                 )
+                burst.trust = min(max(int(item.get("trust", 0)), 0), 2)  # older: untrusted
                 items = [str(i) for i in item["items"]][: self.max_listed]
                 self._groups[str(item["key"])] = NoveltyGroup(burst, items)
         except (KeyError, TypeError, ValueError) as exc:

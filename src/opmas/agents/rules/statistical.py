@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from opmas import trust
 from opmas.agents.rules.types import Rule, RuleHit, event_time
 from opmas.agents.rules.windows import Cooldown, KeyedLru
 from opmas.errors import ConfigError
@@ -36,6 +37,7 @@ class Baseline:
     partial: bool = True  # the open bucket is the key's first, seen from its middle
     ids: set[str] = field(default_factory=set)
     evidence: deque[str] = field(default_factory=deque)
+    trust: int = 2  # weakest trust rank of the open bucket's events (2: verified)
 
     def std(self, min_std: float) -> float:
         return math.sqrt(max(self.var, self.mean, min_std * min_std))
@@ -131,6 +133,7 @@ class StatisticalRule(Rule):
         state.partial = False
         state.ids.clear()
         state.evidence.clear()
+        state.trust = 2
 
     def _state(self, key: str, bucket: int) -> Baseline:
         return self._keys.touch(
@@ -157,6 +160,7 @@ class StatisticalRule(Rule):
             return []
         state.ids.add(event.event_id)
         state.evidence.append(event.event_id)
+        state.trust = min(state.trust, trust.rank(event.trust))
         state.count += 1
         limit = self.limit(key)
         if limit is not None and state.count >= self.min_count and state.count > limit:
@@ -167,6 +171,7 @@ class StatisticalRule(Rule):
                 return []
             new, burst = False, open_burst
             burst.total += 1
+        burst.trust = min(burst.trust, state.trust)
         return [self._hit(new, key, state.count, burst, ts, state.evidence)]
 
     def expire(self, now: float) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from opmas import trust
 from opmas.agents.rules.conditions import Getter, compile_conditions, field_getter
 from opmas.agents.rules.windows import Burst, Cooldown, KeyedLru, SlidingWindow, finding_id
 from opmas.errors import ConfigError
@@ -59,6 +60,7 @@ class RuleHit:
     finding_id: str
     evidence: tuple[str, ...]  # event ids, oldest first, at most the rule's evidence_limit
     details: Mapping[str, object] | None = None  # set into the finding's details (novelty)
+    trust: str = trust.UNTRUSTED  # weakest trust of the events counted in the burst so far
 
     @property
     def is_new(self) -> bool:
@@ -121,6 +123,7 @@ class Rule(ABC):
             event_ts=ts,
             finding_id=finding_id(self.name, key, burst.start),
             evidence=tuple(evidence),
+            trust=trust.LEVELS[burst.trust],
         )
 
     @abstractmethod
@@ -191,6 +194,7 @@ class PatternRule(Rule):
             return []  # redelivered
         new, burst = self.cooldown.hit(key, ts, ts)
         burst.evidence.append(event.event_id)
+        burst.trust = min(burst.trust, trust.rank(event.trust))
         return [self._hit(new, key, 1, burst, ts, burst.evidence)]
 
     def expire(self, now: float) -> int:
@@ -259,7 +263,11 @@ class ThresholdRule(Rule):
         ts = event_time(event)
         value = self._distinct(event) if self._distinct else None
         count, taken = self.window.push(
-            key, ts, event.event_id, None if value is None else _text(value)
+            key,
+            ts,
+            event.event_id,
+            None if value is None else _text(value),
+            trust.rank(event.trust),
         )
         if not taken:
             return []  # late or redelivered: already counted
@@ -275,6 +283,7 @@ class ThresholdRule(Rule):
             new, burst = False, open_burst
             burst.total += 1
         evidence = self.window.item_ids(key, self.evidence_limit)
+        burst.trust = min(burst.trust, self.window.trust_rank(key))
         return [self._hit(new, key, count, burst, ts, evidence)]
 
     def expire(self, now: float) -> int:

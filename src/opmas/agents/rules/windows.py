@@ -21,14 +21,17 @@ def finding_id(rule_name: str, key: str, burst_start: float) -> str:
     return str(uuid.uuid5(FINDING_NAMESPACE, f"{rule_name}\x1f{key}\x1f{burst_start:.3f}"))
 
 
-_Item = tuple[float, str, str | None]  # (ts, item id, distinct value)
+_Item = tuple[float, str, str | None, int]  # (ts, item id, distinct value, trust rank)
+_VERIFIED = 2  # trust.rank(trust.VERIFIED): a window or burst without weaker evidence
 
 
-def _ts(item: tuple[float, Any, Any]) -> float:
+def _ts(item: tuple[float, Any, Any, Any]) -> float:
     return item[0]
 
 
-def seen_at(items: Sequence[tuple[float, Any, Any]], ts: float, item_id: str, at: int = 1) -> bool:
+def seen_at(
+    items: Sequence[tuple[float, Any, Any, Any]], ts: float, item_id: str, at: int = 1
+) -> bool:
     """Whether `items` (sorted by ts) hold `item_id` at time `ts`: a redelivered item comes
     back with its own timestamp, so only the items of that instant are compared."""
     i = bisect.bisect_left(items, ts, key=_ts)
@@ -46,6 +49,8 @@ class _Entries:
     items: list[_Item] = field(default_factory=list)
     distinct: Counter[str] | None = None
     newest: float = float("-inf")
+    untrusted: int = 0  # items of each trust rank below verified, for the window's trust
+    address: int = 0
 
 
 V = TypeVar("V")
@@ -115,9 +120,16 @@ class SlidingWindow:
         return self.push(key, ts, item_id, distinct_value)[0]
 
     def push(
-        self, key: str, ts: float, item_id: str, distinct_value: str | None = None
+        self,
+        key: str,
+        ts: float,
+        item_id: str,
+        distinct_value: str | None = None,
+        trust_rank: int = 0,
     ) -> tuple[int, bool]:
-        """Like `add`, also telling whether the item was taken (not late, not a duplicate)."""
+        """Like `add`, also telling whether the item was taken (not late, not a duplicate).
+
+        `trust_rank` is `opmas.trust.rank` of the item's event (0: untrusted)."""
         entries = self._keys.touch(key, _Entries)
         if ts < entries.newest - self.window_s:
             self.late += 1
@@ -125,11 +137,16 @@ class SlidingWindow:
         if ts <= entries.newest and seen_at(entries.items, ts, item_id):
             self.duplicates += 1
             return self._count(entries), False
-        self._insert(entries, (ts, item_id, distinct_value))
+        self._insert(entries, (ts, item_id, distinct_value, trust_rank))
         return self._count(entries), True
 
     def _insert(self, entries: _Entries, item: _Item) -> None:
-        ts, _, value = item
+        ts, _, value, rank = item
+        if rank < _VERIFIED:
+            if rank:
+                entries.address += 1
+            else:
+                entries.untrusted += 1
         if ts >= entries.newest:
             entries.items.append(item)
             entries.newest = ts
@@ -153,11 +170,17 @@ class SlidingWindow:
     def _drop_oldest(entries: _Entries, count: int) -> None:
         distinct = entries.distinct
         if distinct is not None:
-            for _, _, value in entries.items[:count]:
+            for _, _, value, _ in entries.items[:count]:
                 if value is not None:
                     distinct[value] -= 1
                     if not distinct[value]:
                         del distinct[value]
+        if entries.untrusted or entries.address:
+            for item in entries.items[:count]:
+                if item[3] == 0:
+                    entries.untrusted -= 1
+                elif item[3] == 1:
+                    entries.address -= 1
         del entries.items[:count]
 
     def _count(self, entries: _Entries) -> int:
@@ -179,6 +202,13 @@ class SlidingWindow:
         """Timestamp of the oldest item in the key's window: the window start."""
         entries = self._keys.get(key)
         return entries.items[0][0] if entries and entries.items else None
+
+    def trust_rank(self, key: str) -> int:
+        """The weakest trust rank of the items in the key's window (2, verified, if empty)."""
+        entries = self._keys.get(key)
+        if entries is None:
+            return _VERIFIED
+        return 0 if entries.untrusted else 1 if entries.address else _VERIFIED
 
     def item_ids(self, key: str, limit: int = 20) -> list[str]:
         """The ids of the newest `limit` items in the key's window, oldest first."""
@@ -213,6 +243,7 @@ class Burst:
     last: float
     total: int
     evidence: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    trust: int = _VERIFIED  # weakest trust rank of the events counted in it so far
 
 
 class Cooldown:

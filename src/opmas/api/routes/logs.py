@@ -13,11 +13,14 @@ from opmas.api.deps import AppResources
 from opmas.errors import ApiError, BusError
 from opmas.ingest.http_body import Unprocessable, parse_body, read_body
 from opmas.ingest.http_publish import HttpIngest
+from opmas.messages import RawLog
+from opmas.settings import Settings
 
 router = APIRouter(tags=["logs"])
 
 MAX_IDEMPOTENCY_KEY = 255
 PARSE_IN_THREAD_BYTES = 256 * 1024
+RETRY_AFTER_S = 1
 
 _ERROR = {"content": {"application/json": {"example": {"error": "...", "detail": "..."}}}}
 _BODY = {
@@ -51,6 +54,26 @@ class ServiceUnavailable(ApiError):
     status_code = 503
 
 
+def _parse_slots(request: Request, resources: AppResources) -> asyncio.Semaphore:
+    """Bodies read and parsed at once (`ingest.http_max_parses`): each may hold the whole
+    unzipped limit in memory, so beyond them a client is told to come back."""
+    slots: asyncio.Semaphore | None = getattr(request.app.state, "parse_slots", None)
+    if slots is None:
+        slots = request.app.state.parse_slots = asyncio.Semaphore(
+            resources.settings.ingest.http_max_parses
+        )
+    return slots
+
+
+def _busy(slots: int) -> JSONResponse:
+    detail = f"{slots} bodies are being read (OPMAS_INGEST__HTTP_MAX_PARSES); retry shortly"
+    return JSONResponse(
+        {"error": "ServiceUnavailable", "detail": detail},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def _http_ingest(request: Request, resources: AppResources) -> HttpIngest:
     ingest: HttpIngest | None = getattr(request.app.state, "http_ingest", None)
     if ingest is None:
@@ -69,10 +92,10 @@ def _http_ingest(request: Request, resources: AppResources) -> HttpIngest:
         202: {"content": {"application/json": {"example": {"accepted": 2, "batch_id": "..."}}}},
         401: _ERROR | {"description": "No or bad token"},
         409: _ERROR | {"description": "Idempotency-Key reused with another body"},
-        413: _ERROR | {"description": "Body too large (sent or unzipped)"},
+        413: _ERROR | {"description": "Body too large (sent or unzipped), or too many lines"},
         415: _ERROR | {"description": "Content-Type or Content-Encoding not supported"},
         422: _ERROR | {"description": "Invalid body; detail names each wrong place"},
-        503: _ERROR | {"description": "Bus unavailable; retry (with the same Idempotency-Key)"},
+        503: _ERROR | {"description": "Bus unavailable or too busy; retry (same Idempotency-Key)"},
     },
 )
 async def post_logs(
@@ -88,23 +111,21 @@ async def post_logs(
     settings = resources.settings
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise Unprocessable(f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    body = await read_body(
-        request.stream(),
-        content_length=request.headers.get("content-length"),
-        encoding=request.headers.get("content-encoding"),
-        limit=settings.ingest.http_max_body,
-    )
+    slots = _parse_slots(request, resources)
+    if slots.locked():
+        return _busy(settings.ingest.http_max_parses)
     ingest = _http_ingest(request, resources)
-    max_message = min(settings.syslog_max_message, ingest.max_line_bytes)
-    content_type = request.headers.get("content-type")
-    if len(body) > PARSE_IN_THREAD_BYTES:  # keep the loop (and the syslog listeners) responsive
-        items = await asyncio.to_thread(parse_body, body, content_type, max_message)
-    else:
-        items = parse_body(body, content_type, max_message)
-    if client.device is not None:
+    async with slots:
+        body = await read_body(
+            request.stream(),
+            content_length=request.headers.get("content-length"),
+            encoding=request.headers.get("content-encoding"),
+            limit=settings.ingest.http_max_body,
+        )
+        items = await _parse(body, request.headers.get("content-type"), settings, ingest)
+    if client.device is not None:  # a device-bound token speaks for that router only
         for item in items:
-            if item.hostname is None:
-                item.hostname = client.device
+            item.bound_hostname = client.device
     try:
         accepted = await ingest.accept(
             items,
@@ -121,3 +142,13 @@ async def post_logs(
         status_code=202,
         headers=headers,
     )
+
+
+async def _parse(
+    body: bytes, content_type: str | None, settings: Settings, ingest: HttpIngest
+) -> list[RawLog]:
+    max_message = min(settings.syslog_max_message, ingest.max_line_bytes)
+    max_items = settings.ingest.http_max_items
+    if len(body) > PARSE_IN_THREAD_BYTES:  # keep the loop (and the syslog listeners) responsive
+        return await asyncio.to_thread(parse_body, body, content_type, max_message, max_items)
+    return parse_body(body, content_type, max_message, max_items)

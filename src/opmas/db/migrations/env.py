@@ -13,7 +13,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from opmas.db.engine import async_url
+from opmas.db.engine import async_url, tls_args
 
 config = context.config
 
@@ -32,7 +32,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    raw = str(config.attributes.get("url") or config.get_main_option("sqlalchemy.url"))
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=tls_args(raw))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
