@@ -21,6 +21,18 @@ def _password(url: str) -> str:
     return url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
 
 
+def _with_password(url: str, password: str) -> str:
+    """`url` as is when it carries a password, else with user `opmas`... and `password`: the
+    external test servers (trust auth, no NATS authorization) accept any, the embedded ones
+    come with their own."""
+    scheme, rest = url.split("://", 1)
+    userinfo, at, address = rest.rpartition("@")
+    if at and ":" in userinfo:
+        return url
+    user = userinfo if at else ("postgres" if scheme.startswith("postgres") else "opmas")
+    return f"{scheme}://{user}:{password}@{address}"
+
+
 @pytest.mark.parametrize("form", [[], ["--json"], ["--yaml"]])
 def test_config_show_never_prints_a_url_password(
     opmas_env: dict[str, str], tmp_path: Path, form: list[str]
@@ -81,13 +93,14 @@ def test_up_banner_shows_host_and_port_of_urls_with_passwords(
     empty_database_url: str,
     nats_url: str,
 ) -> None:
-    assert ":" in nats_url.split("@", 1)[0].split("://", 1)[1]  # the test server has a password
-    env = {**opmas_env, "OPMAS_DATABASE_URL": empty_database_url, "OPMAS_NATS_URL": nats_url}
+    database_url = _with_password(empty_database_url, "db-pass-4713")
+    bus_url = _with_password(nats_url, "bus-pass-4714")
+    env = {**opmas_env, "OPMAS_DATABASE_URL": database_url, "OPMAS_NATS_URL": bus_url}
     env["OPMAS_BUS__NAMESPACE"] = f"s{int(time.time() * 1000)}"
     up = start_opmas(["up"], env)
     _wait_ready(opmas_env["OPMAS_HTTP_PORT"])
     assert up.stop() == 0
-    for url in (empty_database_url, nats_url):
+    for url in (database_url, bus_url):
         assert _password(url) not in up.output
         host_port = url.split("@", 1)[1].split("/", 1)[0]
         assert f"at {host_port}" in up.output
