@@ -455,17 +455,20 @@ class Beats:
 async def servers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[tuple[str, str]]:
     """(database URL, NATS URL): the given ones, or embedded servers on `tmp`."""
     from opmas.db import migrate
-    from opmas.embedded import embedded_services
+    from opmas.embedded import embedded_services, remove_outside_cluster
 
     given = {"database_url": args.database_url, "nats_url": args.nats_url}
     settings = Settings(
         data_dir=tmp / "servers", env="dev", **{k: v for k, v in given.items() if v}
     )
-    async with embedded_services(settings, start=True) as endpoints:
-        await migrate.upgrade(endpoints.database_url)
-        async with connect_bus(endpoints.nats_url, settings.bus, name="bench-setup") as bus:
-            await ensure_streams(bus)
-        yield endpoints.database_url, endpoints.nats_url
+    try:
+        async with embedded_services(settings, start=True) as endpoints:
+            await migrate.upgrade(endpoints.database_url)
+            async with connect_bus(endpoints.nats_url, settings.bus, name="bench-setup") as bus:
+                await ensure_streams(bus)
+            yield endpoints.database_url, endpoints.nats_url
+    finally:  # run as root, the cluster is in /var/lib/opmas
+        remove_outside_cluster(settings.data_dir)
 
 
 LAYOUTS = {  # how the four agents are spread over processes

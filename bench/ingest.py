@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
+
+from opmas.embedded import remove_outside_cluster
 
 OPMAS = str(Path(sys.executable).parent / "opmas")
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -289,6 +292,9 @@ def main() -> None:
     ap.add_argument("--drain", type=float, default=30.0, help="max seconds to wait for storage")
     ap.add_argument("--parse-only", action="store_true", help="only the parse-only figure")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the throwaway data dir and log (else removed)"
+    )
     args = ap.parse_args()
 
     result: dict[str, object] = {"parse_only_lines_per_s": round(parse_only())}
@@ -318,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     log_path = Path(tmp) / "opmas.log"
     with log_path.open("wb") as log_file:
         up = subprocess.Popen([OPMAS, "up"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    print(f"opmas up log: {log_path}", file=sys.stderr)
+    print(f"opmas up log: {log_path} (removed at the end unless --keep)", file=sys.stderr)
     base = f"http://127.0.0.1:{http_port}"
     try:
         _wait_ready(base, up, log_path)
@@ -358,6 +364,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             up.wait(60)
         except subprocess.TimeoutExpired:
             up.kill()
+        if not args.keep:  # a run writes hundreds of MB: nothing stays behind
+            remove_outside_cluster(Path(tmp) / "data")
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _free_port(kind: str) -> int:

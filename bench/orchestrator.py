@@ -40,7 +40,7 @@ from opmas.bus.publish import Publisher
 from opmas.bus.streams import ensure_streams
 from opmas.db import migrate
 from opmas.db.engine import create_engine
-from opmas.embedded import embedded_services
+from opmas.embedded import embedded_services, remove_outside_cluster
 from opmas.messages import Finding, action_decoder, iso_utc
 from opmas.models import Device, Incident, IntendedAction
 from opmas.models import Finding as FindingRow
@@ -85,14 +85,17 @@ def make_finding(rng: random.Random, args: argparse.Namespace, n: int) -> Findin
 async def servers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Settings]:
     given = {"database_url": args.database_url, "nats_url": args.nats_url}
     base = Settings(data_dir=tmp / "servers", env="dev", **{k: v for k, v in given.items() if v})
-    async with embedded_services(base, start=True) as endpoints:
-        await migrate.upgrade(endpoints.database_url)
-        yield base.model_copy(
-            update={
-                "database_url": SecretStr(endpoints.database_url),
-                "nats_url": endpoints.nats_url,
-            }
-        )
+    try:
+        async with embedded_services(base, start=True) as endpoints:
+            await migrate.upgrade(endpoints.database_url)
+            yield base.model_copy(
+                update={
+                    "database_url": SecretStr(endpoints.database_url),
+                    "nats_url": endpoints.nats_url,
+                }
+            )
+    finally:  # run as root, the cluster is in /var/lib/opmas
+        remove_outside_cluster(base.data_dir)
 
 
 async def publish_all(

