@@ -23,6 +23,7 @@ from opmas.errors import ActionError
 from opmas.executor import commands
 from opmas.models import Device, Finding, IntendedAction, Playbook
 from opmas.orchestrator.allowlist import Allowlist
+from opmas.orchestrator.lifecycle import with_origin
 
 OPEN_STATES = ("pending", "approved", "running")
 
@@ -132,15 +133,11 @@ def state_of(until: datetime | None, lifted_by: int | None, now: datetime) -> st
 
 def _query(device: str | None) -> Select[Any]:
     query = (
-        select(IntendedAction, Device.hostname, Finding.finding_type, Finding.rule_name)
-        .add_columns(Playbook.name)
-        .outerjoin(Device, Device.id == IntendedAction.device_id)
-        .outerjoin(
-            Finding,
-            (Finding.id == IntendedAction.finding_id)
-            & (Finding.created_at == IntendedAction.finding_created_at),
+        with_origin(
+            select(
+                IntendedAction, Device.hostname, Finding.finding_type, Finding.rule_name
+            ).add_columns(Playbook.name)
         )
-        .outerjoin(Playbook, Playbook.id == IntendedAction.playbook_id)
         .where(
             IntendedAction.status == str(ActionState.SUCCEEDED),
             IntendedAction.action_type == "ssh_command",

@@ -9,10 +9,10 @@ after it ran.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opmas.bus.connect import Bus
@@ -132,19 +132,28 @@ async def action_message(session: AsyncSession, action_id: int) -> Action:
     return found[0]
 
 
-async def action_messages(session: AsyncSession, action_ids: list[int]) -> list[Action]:
-    """`action_message` of several actions in one query, in id order (missing ids skipped)."""
-    query = (
-        select(
-            IntendedAction, Device.hostname, Device.ip_address, Finding.finding_uuid, Playbook.name
-        )
-        .outerjoin(Device, Device.id == IntendedAction.device_id)
+Row = TypeVarTuple("Row")
+
+
+def with_origin(query: Select[*Row]) -> Select[*Row]:
+    """`query` over intended_actions joined (outer) to the action's device, finding (the
+    partitioned table's key is id + created_at) and playbook, for their columns."""
+    return (
+        query.outerjoin(Device, Device.id == IntendedAction.device_id)
         .outerjoin(
             Finding,
             (Finding.id == IntendedAction.finding_id)
             & (Finding.created_at == IntendedAction.finding_created_at),
         )
         .outerjoin(Playbook, Playbook.id == IntendedAction.playbook_id)
+    )
+
+
+async def action_messages(session: AsyncSession, action_ids: list[int]) -> list[Action]:
+    """`action_message` of several actions in one query, in id order (missing ids skipped)."""
+    columns = (IntendedAction, Device.hostname, Device.ip_address, Finding.finding_uuid)
+    query = (
+        with_origin(select(*columns, Playbook.name))
         .where(IntendedAction.id.in_(action_ids))
         .order_by(IntendedAction.id)
         .execution_options(populate_existing=True)
