@@ -25,6 +25,7 @@ from opmas.bus.connect import Bus, connect_bus
 from opmas.bus.streams import delete_streams, ensure_streams
 from opmas.embedded import EmbeddedNats, EmbeddedPostgres
 from opmas.ingest.idempotency import bucket_name
+from opmas.pipeline.leases import lease_bucket
 from opmas.settings import BusSettings, EmbeddedSettings, Settings
 
 
@@ -155,8 +156,9 @@ async def bus(nats_url: str, bus_settings: BusSettings) -> AsyncIterator[Bus]:
             yield connected
         finally:
             await delete_streams(connected)
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await connected.js.delete_key_value(bucket_name(connected.subjects))
+            for bucket in (bucket_name(connected.subjects), lease_bucket(connected.subjects)):
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await connected.js.delete_key_value(bucket)
 
 
 @pytest.fixture

@@ -164,3 +164,33 @@ def new_id() -> str:
 def iso_utc(ts: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds and a `Z`."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Signal(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One router's share of a FLEET rule's key over a short span, for the fleet stage.
+
+    `count` events of router `hostname` matched the signal half of rule `rule` (of agent
+    `agent`) with group key `key`, between `first_ts` and `last_ts` (event time, epoch s).
+    """
+
+    agent: str
+    rule: str
+    key: str
+    hostname: str
+    count: int
+    first_ts: float
+    last_ts: float
+    evidence: list[str] = []  # the first event ids counted, a few at most
+    trust: str | None = None  # weakest opmas.trust level of the events counted
+
+
+class SignalBatch(msgspec.Struct, omit_defaults=True):
+    """What travels on signals.fleet: the signals of one drain of a worker's collector."""
+
+    batch_id: str
+    signals: list[Signal]
+    dropped: int = 0  # matching events not counted because the collector was full
+    v: int = FORMAT_VERSION
+
+
+signal_batch_decoder = msgspec.json.Decoder(SignalBatch)

@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from opmas.agents.fleet_service import FleetStage
 from opmas.agents.registry import AGENTS
 from opmas.agents.service import DomainAgent
 from opmas.api.server import ApiServer, bind
@@ -25,6 +26,7 @@ from opmas.notify.service import Notifier
 from opmas.orchestrator.service import Orchestrator
 from opmas.parser.engine import ParserEngine
 from opmas.parser.service import ParserService
+from opmas.pipeline.worker import PipelineWorker
 from opmas.resources import Resources, open_resources
 from opmas.runtime import ComponentFactory, ComponentState, Supervisor
 from opmas.settings import Settings
@@ -39,11 +41,16 @@ COMPONENT_NAMES = (
     "store",
     "parser",
     *AGENT_COMPONENTS,
+    "pipeline",
+    "fleet",
     *RESPONSE_COMPONENTS,
     "ingest",
     "api",
 )
-"""Every component `opmas up` runs, in start order; `opmas run` accepts these names."""
+"""Every component, in start order; `opmas run` accepts these names."""
+UP_COMPONENTS = ("maintenance", "pipeline", "fleet", *RESPONSE_COMPONENTS, "ingest", "api")
+"""What `opmas up` runs: the pipeline workers do the parser's, the agents' and the store's
+work in one pass (`opmas run parser store agents` runs those stages separately instead)."""
 GROUPS = {"agents": AGENT_COMPONENTS}
 """Names for several components at once: `opmas run agents`, `own_process: [agents]`."""
 
@@ -66,10 +73,13 @@ def expand(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in COMPONENT_NAMES if name in wanted)
 
 
-def _units(names: tuple[str, ...], own_process: Sequence[str]) -> dict[str, tuple[str, ...]]:
+def _units(
+    names: tuple[str, ...], own_process: Sequence[str], *, replicas: int = 1
+) -> dict[str, tuple[str, ...]]:
     """What the supervisor runs: unit name -> its components. A component named in
     `own_process` is a unit alone; a group named there is one unit of its wanted members that
-    are not named alone (`[agent-health, agents]`: health alone, the three others together)."""
+    are not named alone (`[agent-health, agents]`: health alone, the three others together).
+    A pipeline in its own process runs as `replicas` processes (`pipeline`, `pipeline-2`...)."""
     alone = {n for n in own_process if n in COMPONENT_NAMES}
     group_of: dict[str, str] = {}
     for group, members in GROUPS.items():
@@ -82,6 +92,8 @@ def _units(names: tuple[str, ...], own_process: Sequence[str]) -> dict[str, tupl
         unit = group_of.get(name)
         if unit is None:
             units[name] = (name,)
+            if name == "pipeline" and name in alone:
+                units.update({f"pipeline-{n}": (name,) for n in range(2, replicas + 1)})
         elif unit not in units:
             units[unit] = tuple(n for n in names if group_of.get(n) == unit)
     return units
@@ -154,6 +166,10 @@ def _factory(
         return lambda: Executor(resources.engine, resources.bus, resources.settings)
     if name == "notifier":
         return lambda: Notifier(resources.engine, resources.bus, resources.settings)
+    if name == "pipeline":
+        return lambda: PipelineWorker(resources)
+    if name == "fleet":
+        return lambda: FleetStage(resources.engine, resources.bus, resources.settings.agents)
     if name in AGENTS:
         ident = AGENTS[name]
         return lambda: DomainAgent(
@@ -185,8 +201,10 @@ async def open_process(
     try:
         async with open_resources(settings, migrate_schema=migrate_schema) as resources:
             process = Process(resources, Supervisor({}, settings.runtime), sock)
-            units = _units(names, own)
-            separate = {unit for unit in units if unit in own}
+            units = _units(names, own, replicas=settings.pipeline.replicas)
+            separate = {
+                unit for unit, members in units.items() if unit in own or members != (unit,)
+            }
             process.children = len(separate)
             factories = {
                 unit: _factory(unit, process, own_process=unit in separate, members=members)

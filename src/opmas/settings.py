@@ -79,6 +79,7 @@ class BusSettings(BaseModel):
     logs_raw: StreamLimits = StreamLimits()
     logs_parsed: StreamLimits = StreamLimits()
     findings: StreamLimits = StreamLimits(max_age_s=30 * 86400)
+    signals: StreamLimits = StreamLimits(max_age_s=86400, max_bytes=256 * 1024 * 1024)
     actions: StreamLimits = StreamLimits(max_age_s=30 * 86400)
     dlq: StreamLimits = StreamLimits(max_age_s=30 * 86400)
 
@@ -95,6 +96,36 @@ class EmbeddedSettings(BaseModel):
     start_timeout_s: float = Field(60.0, gt=0, description="Wait for a server to accept.")
 
 
+class PipelineSettings(BaseModel):
+    """The pipeline workers: parse, every agent's rules and the event store in one pass."""
+
+    partitions: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description=(
+            "Device partitions of logs.raw; all lines of one router share one. Change it only"
+            " with every ingest and worker stopped."
+        ),
+    )
+    replicas: int = Field(
+        1, ge=1, le=64, description="Pipeline worker processes `opmas up` runs; they share them."
+    )
+    lease_ttl_s: float = Field(
+        10.0, gt=0, description="A worker that stops renewing loses its partitions after this."
+    )
+    lease_refresh_s: float = Field(
+        2.0, gt=0, description="How often a worker renews its leases and rebalances."
+    )
+    live_feed: bool = Field(
+        False,
+        description=(
+            "Also publish parsed events on core NATS `live.parsed.<domain>` (no stream) for"
+            " live views and external consumers."
+        ),
+    )
+
+
 class RuntimeSettings(BaseModel):
     """Supervisor of the components."""
 
@@ -104,7 +135,7 @@ class RuntimeSettings(BaseModel):
         10.0, gt=0, description="Time given to drain in-flight work on stop."
     )
     own_process: list[str] = Field(
-        default_factory=lambda: ["parser", "store", "agent-health", "agents"],
+        default_factory=lambda: ["pipeline"],
         description=(
             "Components `opmas up` runs in child processes, to use more than one core; a group"
             " (`agents`) is one process of its members not named alone."
@@ -143,7 +174,7 @@ class AgentSettings(BaseModel):
 class IngestSettings(BaseModel):
     """Tuning of the `ingest` component (syslog listeners, batching) and of POST /api/v1/logs."""
 
-    batch_size: int = Field(500, ge=1, description="Lines per bus message on logs.raw.")
+    batch_size: int = Field(1000, ge=1, description="Most lines per bus message on logs.raw.")
     flush_delay_ms: float = Field(
         20.0, gt=0, description="A partial batch is published after this delay."
     )
@@ -183,7 +214,12 @@ class IngestSettings(BaseModel):
         10.0, gt=0, description="A TLS client must finish its handshake within this time."
     )
     udp_receive_buffer: int = Field(
-        4 * 1024 * 1024, ge=0, description="SO_RCVBUF asked for the UDP socket (0: default)."
+        8 * 1024 * 1024,
+        ge=0,
+        description=(
+            "SO_RCVBUF asked for the UDP socket (0: the kernel's default); the kernel caps it at"
+            " net.core.rmem_max unless OPMAS runs with CAP_NET_ADMIN."
+        ),
     )
     http_max_body: int = Field(
         10 * 1024 * 1024, ge=1, description="Largest POST /api/v1/logs body, also unzipped."
@@ -390,6 +426,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     ingest: IngestSettings = IngestSettings()
     agents: AgentSettings = AgentSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     devices: DevicesSettings = DevicesSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     executor: ExecutorSettings = ExecutorSettings()

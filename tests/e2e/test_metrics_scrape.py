@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.conftest import OpmasProcess, free_port
 
 PROMTOOL = shutil.which("promtool")
-CHILDREN = ("parser", "store", "agent-health", "agent-wifi+agent-security+agent-wan")
+CHILDREN = ("pipeline",)
 LINES = (
     "<38>Jan  1 00:00:01 router1 dropbear[1201]: "
     "Bad password attempt for 'root' from 203.0.113.9:5555",
@@ -51,18 +51,18 @@ def test_a_scrape_with_every_child_process_passes_promtool_check_metrics(
     env = {**opmas_env, "OPMAS_SYSLOG_UDP_PORT": str(syslog_port)}
     port = env["OPMAS_HTTP_PORT"]
     up = start_opmas(["up"], env, tmp_path)
-    for component in ("api", "ingest", "parser", "store", "agent-health", "agents"):
+    for component in ("api", "ingest", "pipeline", "fleet"):
         up.wait_for(f"ready    {component}")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for line in LINES:
             sock.sendto(line.encode(), ("127.0.0.1", syslog_port))
 
-    # counters that only a child process moves: the parser's and the store's
+    # counters that only a child process moves: the pipeline's parsing and storing
     deadline = time.monotonic() + 30
     exposition = _scrape(port)
     while time.monotonic() < deadline and not (
-        _value(exposition, "opmas_parser_events_total", "parser") >= len(LINES)
-        and _value(exposition, "opmas_store_events_stored_total", "store") >= len(LINES)
+        _value(exposition, "opmas_parser_events_total", "pipeline") >= len(LINES)
+        and _value(exposition, "opmas_store_events_stored_total", "pipeline") >= len(LINES)
     ):
         time.sleep(0.3)
         exposition = _scrape(port)
@@ -75,9 +75,9 @@ def test_a_scrape_with_every_child_process_passes_promtool_check_metrics(
     assert checked.stderr == ""
     for child in CHILDREN:
         assert f'process="{child}"' in exposition, child
-    assert _value(exposition, "opmas_parser_events_total", "parser") >= len(LINES)
-    assert _value(exposition, "opmas_store_events_stored_total", "store") >= len(LINES)
-    assert _value(exposition, "opmas_store_arrival_to_stored_seconds_count", "store") >= 1
+    assert _value(exposition, "opmas_parser_events_total", "pipeline") >= len(LINES)
+    assert _value(exposition, "opmas_store_events_stored_total", "pipeline") >= len(LINES)
+    assert _value(exposition, "opmas_store_arrival_to_stored_seconds_count", "pipeline") >= 1
     helps = re.findall(r"^# HELP (\S+) ", exposition, re.M)
     assert len(helps) == len(set(helps))
     assert "# HELP opmas_store_events_stored_created " in exposition

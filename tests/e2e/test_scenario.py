@@ -78,7 +78,7 @@ def pipeline(
     up = start_opmas(["up"], env)
     up.wait_for("ready    api", timeout=120)
     up.wait_for("ready    ingest", timeout=120)
-    up.wait_for("ready    agents", timeout=120)
+    up.wait_for("ready    pipeline", timeout=120)
     return up, env, port
 
 

@@ -68,7 +68,7 @@ def test_only_a_verified_crash_line_runs_the_automatic_wifi_reload(
         "OPMAS_INGEST__TRUST_REFRESH_S": "1",
     }
     up = start_opmas(["up"], env)
-    for component in ("ingest", "api", "orchestrator", "executor", "parser", "agents"):
+    for component in ("ingest", "api", "orchestrator", "executor", "pipeline"):
         up.wait_for(f"ready    {component}")
     cli(env, tmp_path, "devices", "add", HOST, "--ip", server.host,
         "--ssh-port", str(server.port), "--ssh-user", server.user)  # fmt: skip

@@ -38,7 +38,7 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     port = opmas_env["OPMAS_HTTP_PORT"]
     up = start_opmas(["up"], opmas_env)
     _wait_ready(port)
-    for component in ("api", "maintenance", "store", "parser", "ingest", "agent-health", "agents"):
+    for component in ("api", "maintenance", "pipeline", "fleet", "ingest", "orchestrator"):
         up.wait_for(f"ready    {component}")
     assert f"http://127.0.0.1:{port}" in up.output
     assert str(tmp_path / "data") in up.output
@@ -51,14 +51,13 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
     assert body["schema_current"]
     metrics = _get(port, "/metrics").text
     assert 'opmas_component_status{component="api",status="ACTIVE"} 1.0' in metrics
-    # parser and store run in child processes; one scrape of `opmas up` includes them
+    # the pipeline worker runs in a child process; one scrape of `opmas up` includes it
     assert (
-        'opmas_component_status{component="parser",process="parser",status="ACTIVE"} 1.0' in metrics
+        'opmas_component_status{component="pipeline",process="pipeline",status="ACTIVE"} 1.0'
+        in metrics
     )
     assert metrics.count("# HELP opmas_consumer_received_total") == 1
-    # the health agent alone, the three other agents together in one more process
-    assert 'process="agent-health"' in metrics
-    assert 'process="agent-wifi+agent-security+agent-wan"' in metrics
+    assert 'opmas_pipeline_partitions_owned{process="pipeline"} 16.0' in metrics
     assert _get(port, "/docs").status_code == 200
     assert "/ready" in _get(port, "/openapi.json").json()["paths"]
 
@@ -72,11 +71,9 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
         (
             "api",
             "maintenance",
-            "store",
-            "parser",
+            "pipeline",
+            "fleet",
             "ingest",
-            "agent-health",
-            "agents",
             "orchestrator",
             "executor",
             "notifier",
@@ -84,11 +81,11 @@ def test_up_is_ready_then_ctrl_c_leaves_no_server_behind(
         "ACTIVE",
     )
     children = {c["name"] for p in report["processes"][1:] for c in p["components"]}
-    assert children >= {"agent-health", "agent-wifi", "agent-security", "agent-wan"}
+    assert children == {"pipeline"}
     assert {s["stream"] for s in report["streams"]} >= {
         "LOGS_RAW",
-        "LOGS_PARSED",
         "FINDINGS",
+        "SIGNALS",
         "ACTIONS",
     }
 
@@ -218,10 +215,8 @@ READY_UNITS = (
     "api",
     "ingest",
     "maintenance",
-    "store",
-    "parser",
-    "agent-health",
-    "agents",
+    "pipeline",
+    "fleet",
     "orchestrator",
     "executor",
     "notifier",

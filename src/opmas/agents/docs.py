@@ -41,7 +41,7 @@ agent: SecurityAgent            # optional: the default agent of the rules below
 domain: security                # optional: the default domain (else the agent's)
 rules:
   - name: ssh-root-login        # kebab-case, unique per agent
-    type: PATTERN               # PATTERN, THRESHOLD, CORRELATION, STATISTICAL, MACHINE_LEARNING
+    type: PATTERN               # PATTERN THRESHOLD CORRELATION STATISTICAL MACHINE_LEARNING FLEET
     severity: warning           # info, warning, error, critical (or LOW, MEDIUM, HIGH)
     finding_type: SshRootLogin  # CamelCase
     description: root logged in over SSH on {hostname} from {ip}   # {fields} of the event
@@ -61,8 +61,53 @@ By type, also: THRESHOLD `threshold`, `window_s`, `group_by` (and `distinct: FIE
 distinct values); PATTERN `unless_preceded_by: {conditions: [...], within_s: N}`; CORRELATION
 `steps: [{name, conditions, min_count}]`, `join_on`, `window_s`; STATISTICAL `bucket_s`,
 `z_threshold`, `warmup_buckets`, `min_count`; MACHINE_LEARNING `novelty: template|key`,
-`learning_s`, `learning_events`, `group_s` (see "Novelty findings" below). `domains: [...]`
-makes a rule read several domains. The rules below are examples of each.
+`learning_s`, `learning_events`, `group_s` (see "Novelty findings" below); FLEET `threshold`,
+`min_routers`, `window_s`, `group_by` (see "Fleet rules" below). `domains: [...]` makes a rule
+read several domains. The rules below are examples of each.
+"""
+
+
+_FLEET = """\
+## Fleet rules
+
+Every other rule counts per router: an attacker who stays under each router's threshold
+(3 failed SSH logins on each of 10 routers) is never seen by them. A FLEET rule counts across
+the whole fleet, in two halves:
+
+- Per router, where its lines are evaluated: each event that meets the rule's `conditions`
+  adds 1 to a count for its key (`group_by`, e.g. `[ip]`: the attacker) and its router. These
+  counts travel as compact signals (one per rule, key and router, covering at most 60 s of the
+  router's event time) on `signals.fleet` to the one fleet stage (`opmas run fleet`).
+- Fleet-wide, in the fleet stage: a key whose signals add up to at least `threshold` events
+  from at least `min_routers` distinct routers within `window_s` seconds (event time) opens one
+  finding, updated as the burst grows (same finding id, larger count, more routers) until
+  `cooldown_s` (default: `window_s`) passes without a signal. The finding has no router
+  (`device_hostname` is empty), domain and agent of its rule, and names the attacker and the
+  routers: `details.key`, the `group_by` fields (`ip`), `devices` (sorted hostnames, the first
+  100), `routers` (how many), `count`, `window_s`, `threshold`, `min_routers`, `trust` (the
+  weakest of its evidence); its evidence is the first 20 event ids. The orchestrator files it
+  with the other findings about the same attacker (`ip`, `src_ip`).
+
+```yaml
+  - name: ssh-brute-force-fleet
+    type: FLEET
+    severity: error
+    finding_type: FleetSshBruteForce
+    description: 'SSH brute force from {ip} across {routers} routers ({count} in {window_s} s)'
+    conditions:
+      - {field: event, operator: in, value: [ssh_bad_password, ssh_nonexistent_user]}
+    group_by: [ip]         # the key counted across routers
+    threshold: 20          # events of that key, all routers together ...
+    min_routers: 3         # ... from at least this many routers
+    window_s: 900
+    cooldown_s: 900        # optional; default window_s
+```
+
+The description can use `{count}`, `{routers}`, `{devices}`, `{window_s}`, `{threshold}`,
+`{min_routers}`, `{key}` and the `group_by` fields. `opmas rules test FILE` evaluates FLEET
+rules too (lines without a hostname all count as one router, `local`). The fleet stage
+rebuilds its windows after a restart by reading the signals of the last window and cooldown
+again, so a burst that straddles a restart gives one finding.
 """
 
 
@@ -116,6 +161,11 @@ def _thresholds(rule: RuleSpec) -> str:
         steps = " then ".join(f"{s.min_count} x {s.name or 'step'}" for s in rule.steps or ())
         joined = ", ".join(f"`{j}`" for j in rule.join_on or ())
         text = f"{steps} within {rule.window_s:g} s, joined on {joined}"
+    elif rule.type == "FLEET":
+        text = (
+            f"at least {rule.threshold} events from at least {rule.min_routers} routers within"
+            f" {rule.window_s:g} s per {group}, all routers together"
+        )
     elif rule.type == "STATISTICAL":
         text = (
             f"count per {rule.bucket_s:g} s bucket per {group} above its EWMA baseline by "
@@ -157,7 +207,7 @@ def _conditions(rule: RuleSpec) -> list[str]:
 
 def render(rules: list[RuleSpec]) -> str:
     """The Markdown page for `rules`, grouped by agent in pack order."""
-    lines = [_HEADER, _APPLY, _NOVELTY]
+    lines = [_HEADER, _APPLY, _FLEET, _NOVELTY]
     for agent in AGENT_DOMAINS:
         mine = [r for r in rules if r.agent == agent]
         if not mine:

@@ -7,10 +7,10 @@ finding it opens or grows (one finding per burst, its count and evidence updated
 
 from __future__ import annotations
 
-import string
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -23,6 +23,7 @@ from opmas.agents.rules.types import Rule
 from opmas.errors import ConfigError
 from opmas.messages import Finding, Flag, ParsedEvent, iso_utc
 
+_Evaluate = Callable[[ParsedEvent], list[RuleHit]]
 EVIDENCE_LIMIT = 20  # event ids kept per finding, the first ones of the burst
 STATEFUL_TYPES = ("THRESHOLD", "CORRELATION")  # rules whose windows a replay rebuilds
 MAX_ROUTES = 10_000
@@ -91,8 +92,9 @@ class RuleSet:
         for loaded in self.rules:
             for domain in loaded.spec.reads:
                 self._by_domain.setdefault(domain, []).append(loaded)
-        # (domain, event name) -> the rules that can match such an event, in rule order
-        self._routes: dict[tuple[str, str | None], list[LoadedRule]] = {}
+        # (domain, event name) -> the rules that can match such an event, in rule order,
+        # each with its bound `evaluate` (looked up once, not per event)
+        self._routes: dict[tuple[str, str | None], list[tuple[LoadedRule, _Evaluate]]] = {}
 
     @classmethod
     def build(
@@ -112,7 +114,7 @@ class RuleSet:
         rules: list[LoadedRule] = []
         skipped: dict[str, str] = {}
         for spec in specs:
-            if not spec.enabled:
+            if not spec.enabled or spec.type == "FLEET":  # FLEET: opmas.agents.fleet runs them
                 continue
             print_ = fingerprint(spec)
             old = kept.get((spec.name, print_))
@@ -153,15 +155,16 @@ class RuleSet:
         if rules is None:
             rules = self._route(route)
         found: list[tuple[LoadedRule, RuleHit]] = []
-        for loaded in rules:
-            for hit in loaded.rule.evaluate(event):
-                found.append((loaded, hit))
+        for loaded, evaluate in rules:
+            hits = evaluate(event)
+            if hits:  # most events hit nothing: no loop over an empty list
+                found.extend((loaded, hit) for hit in hits)
         return found
 
-    def _route(self, route: tuple[str, str | None]) -> list[LoadedRule]:
+    def _route(self, route: tuple[str, str | None]) -> list[tuple[LoadedRule, _Evaluate]]:
         domain, name = route
-        rules = [
-            loaded
+        rules: list[tuple[LoadedRule, _Evaluate]] = [
+            (loaded, loaded.rule.evaluate)
             for loaded in self._by_domain.get(domain, ())
             if loaded.events is None or name in loaded.events
         ]
@@ -192,7 +195,7 @@ class _SafeFields(dict[str, object]):
 def render(template: str, values: dict[str, object]) -> str:
     """`template` with {placeholders} from `values`; unknown ones become `?`."""
     try:
-        return string.Formatter().vformat(template, (), _SafeFields(values))
+        return template.format_map(_SafeFields(values))
     except (ValueError, IndexError, AttributeError):
         return template
 
@@ -216,9 +219,15 @@ class FindingBook:
     its burst starts from that hit's own event (same finding id, so readers still merge it).
     """
 
-    def __init__(self, max_open: int = 100_000, evidence_limit: int = EVIDENCE_LIMIT) -> None:
+    def __init__(
+        self,
+        max_open: int = 100_000,
+        evidence_limit: int = EVIDENCE_LIMIT,
+        on_evict: Callable[[Finding], None] | None = None,
+    ) -> None:
         self.max_open = max_open
         self.evidence_limit = evidence_limit
+        self.on_evict = on_evict  # given each finding forgotten to stay under max_open
         self._open: OrderedDict[str, _Open] = OrderedDict()
 
     def __len__(self) -> int:
@@ -233,7 +242,9 @@ class FindingBook:
         if entry is None:
             entry = self._open[hit.finding_id] = _new(spec, hit, event, domain)
             if len(self._open) > self.max_open:
-                self._open.popitem(last=False)
+                _, forgotten = self._open.popitem(last=False)
+                if self.on_evict is not None:
+                    self.on_evict(forgotten.finding)
         else:
             self._open.move_to_end(hit.finding_id)
         finding, values = entry.finding, entry.values
@@ -248,7 +259,7 @@ class FindingBook:
         prior = details.get("trust")  # only ever weakens: the weakest of all its evidence
         details["trust"] = hit.trust if prior is None else trust.weakest((str(prior), hit.trust))
         finding.description = render(spec.description, values)
-        last = iso_utc(hit.event_ts)
+        last = _iso_utc(hit.event_ts)
         if finding.last_seen_utc is None or last > finding.last_seen_utc:
             finding.last_seen_utc = last
         evidence = finding.evidence_event_ids
@@ -258,6 +269,9 @@ class FindingBook:
             if event_id not in evidence:
                 evidence.append(event_id)
         return finding, new
+
+
+_iso_utc = lru_cache(maxsize=4096)(iso_utc)  # the hits of a burst share their seconds
 
 
 def _int(value: object) -> int:
@@ -319,19 +333,61 @@ def explain_rules(event: ParsedEvent, specs: Iterable[RuleSpec]) -> list[RuleMat
 
     Rules that do not build are left out (`opmas rules test` reports them).
     """
-    found: list[RuleMatch] = []
-    for spec in specs:
-        if not spec.enabled or event.log_source_type not in spec.reads:
-            continue
-        try:
-            rule = build_rule(spec, max_keys=1)
-        except ConfigError:
-            continue
-        effect = _effect(spec, rule, event)
-        if effect is not None:
-            key = rule.group_key(event) if spec.type != "CORRELATION" else None
-            found.append(RuleMatch(spec.name, spec.type, spec.agent or "", key, effect))
-    return found
+    return RuleExplainer(specs).explain(event)
+
+
+_ROUTED_TYPES = frozenset(
+    ["PATTERN", "THRESHOLD", "CORRELATION", "STATISTICAL", "MACHINE_LEARNING"]
+)
+
+
+class RuleExplainer:
+    """`explain_rules` for many events: each rule is compiled once, and an event is only
+    shown to the rules reading its domain that can match its `event` field, as in RuleSet."""
+
+    def __init__(self, specs: Iterable[RuleSpec]) -> None:
+        self._rules: list[tuple[RuleSpec, Rule, frozenset[str] | None]] = []
+        for spec in specs:
+            if not spec.enabled:
+                continue
+            try:
+                rule = build_rule(spec, max_keys=1)
+            except ConfigError:
+                continue
+            events = required_events(spec) if spec.type in _ROUTED_TYPES else None
+            self._rules.append((spec, rule, events))
+        # (domain, event name) -> (spec, rule, what a match does; None: a CORRELATION)
+        self._routes: dict[tuple[str, str | None], list[tuple[RuleSpec, Rule, str | None]]] = {}
+
+    def explain(self, event: ParsedEvent) -> list[RuleMatch]:
+        """The rules the event matches or would count towards, in rule order."""
+        name = event.structured_fields.get("event")
+        route = (event.log_source_type, name if isinstance(name, str) else None)
+        rules = self._routes.get(route)
+        if rules is None:
+            rules = self._route(route)
+        found: list[RuleMatch] = []
+        for spec, rule, effect in rules:
+            if effect is None:  # a CORRELATION: which of its steps match
+                effect = _effect(spec, rule, event)
+                if effect is not None:
+                    found.append(RuleMatch(spec.name, spec.type, spec.agent or "", None, effect))
+            elif rule.matches(event):
+                key = rule.group_key(event)
+                found.append(RuleMatch(spec.name, spec.type, spec.agent or "", key, effect))
+        return found
+
+    def _route(self, route: tuple[str, str | None]) -> list[tuple[RuleSpec, Rule, str | None]]:
+        domain, name = route
+        rules = [
+            (spec, rule, None if spec.type == "CORRELATION" else _match_effect(spec))
+            for spec, rule, events in self._rules
+            if domain in spec.reads and (events is None or name in events)
+        ]
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()
+        self._routes[route] = rules
+        return rules
 
 
 def _effect(spec: RuleSpec, rule: Rule, event: ParsedEvent) -> str | None:
@@ -344,8 +400,11 @@ def _effect(spec: RuleSpec, rule: Rule, event: ParsedEvent) -> str | None:
             if compiled.matches(event)
         ]
         return f"matches {', '.join(steps)} of {len(spec.steps or ())}" if steps else None
-    if not rule.matches(event):
-        return None
+    return _match_effect(spec) if rule.matches(event) else None
+
+
+def _match_effect(spec: RuleSpec) -> str:
+    """What a matching event does to a rule other than a CORRELATION."""
     if spec.type == "PATTERN":
         return "matches: opens a finding on its own"
     if spec.type == "THRESHOLD":

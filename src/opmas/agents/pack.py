@@ -40,7 +40,9 @@ AGENT_DOMAINS = {
     "WanAgent": "wan",
 }
 DOMAINS = ("wifi", "security", "health", "wan", "other")
-RuleType = Literal["PATTERN", "THRESHOLD", "CORRELATION", "STATISTICAL", "MACHINE_LEARNING"]
+RuleType = Literal[
+    "PATTERN", "THRESHOLD", "CORRELATION", "STATISTICAL", "MACHINE_LEARNING", "FLEET"
+]
 SEVERITY_ORDER = ("info", "warning", "error", "critical")
 _SEVERITY_ALIASES = {
     "info": "info",
@@ -93,12 +95,14 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     conditions: list[dict[str, Any]] = []
     group_by: list[str] | None = None
-    # THRESHOLD (cooldown_s also PATTERN and CORRELATION)
+    # THRESHOLD and FLEET (cooldown_s also PATTERN, CORRELATION, STATISTICAL)
     threshold: int | None = None
     window_s: float | None = None
     unless_preceded_by: PrecededSpec | None = None  # PATTERN
     distinct: str | None = None
     cooldown_s: float | None = None
+    # FLEET: the threshold must be reached on at least this many distinct routers
+    min_routers: int | None = None
     # CORRELATION
     steps: list[StepSpec] | None = None
     join_on: list[str] | None = None
@@ -239,6 +243,8 @@ def check_rule_data(data: Mapping[str, Any], *, source: str = "agent_rules") -> 
     checker = _Checker(Path(source), None)
     if not _check_rule(spec, checker, [], need_examples=False):
         raise RulePackError(checker.errors)
+    if spec.type == "FLEET":  # no per-router engine; its parts were compiled by the check
+        return spec
     try:
         build_rule(spec, max_keys=1)
     except ConfigError as exc:
@@ -338,12 +344,14 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "CORRELATION": ("steps", "join_on", "window_s"),
     "STATISTICAL": ("group_by", "bucket_s", "z_threshold", "warmup_buckets", "min_count"),
     "MACHINE_LEARNING": ("group_by",),
+    "FLEET": ("threshold", "window_s", "group_by", "min_routers"),
 }
 _ONLY: dict[str, tuple[str, ...]] = {
-    "threshold": ("THRESHOLD",),
+    "threshold": ("THRESHOLD", "FLEET"),
     "distinct": ("THRESHOLD",),
-    "window_s": ("THRESHOLD", "CORRELATION"),
-    "cooldown_s": ("PATTERN", "THRESHOLD", "CORRELATION", "STATISTICAL"),
+    "window_s": ("THRESHOLD", "CORRELATION", "FLEET"),
+    "cooldown_s": ("PATTERN", "THRESHOLD", "CORRELATION", "STATISTICAL", "FLEET"),
+    "min_routers": ("FLEET",),
     "steps": ("CORRELATION",),
     "join_on": ("CORRELATION",),
     "bucket_s": ("STATISTICAL",),
@@ -365,7 +373,15 @@ def _check_type_fields(spec: RuleSpec, fail: Any) -> None:
     for key, types in _ONLY.items():
         if getattr(spec, key) is not None and spec.type not in types:
             fail(f"{key!r} does not apply to a {spec.type} rule", key)
-    positive = ("threshold", "window_s", "bucket_s", "z_threshold", "warmup_buckets", "min_count")
+    positive = (
+        "threshold",
+        "window_s",
+        "bucket_s",
+        "z_threshold",
+        "warmup_buckets",
+        "min_count",
+        "min_routers",
+    )
     for key in (*positive, "group_s"):
         value = getattr(spec, key)
         if value is not None and not value > 0:
@@ -394,8 +410,11 @@ def build_rule(spec: RuleSpec, *, max_keys: int = DEFAULT_MAX_KEYS) -> Rule:
     """The compiled rule of a spec, keeping at most `max_keys` keys.
 
     Raises:
-        ConfigError: the rule is wrong, or its type's engine is not available.
+        ConfigError: the rule is wrong, its type's engine is not available, or it is a FLEET
+            rule (those run in the fleet stage: `opmas.agents.fleet`).
     """
+    if spec.type == "FLEET":
+        raise ConfigError(f"rule {spec.name!r}: a FLEET rule runs in the fleet stage")
     group_by = spec.group_by or ["hostname"]
     excuse = spec.unless_preceded_by
     if spec.type == "PATTERN":

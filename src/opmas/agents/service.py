@@ -132,6 +132,8 @@ class DomainAgent:
         self._resubscribe = asyncio.Event()
         self._config_sub: Subscription | None = None
         self._status = "INACTIVE"
+        self.fleet_rules: list[RuleSpec] = []  # their signal half runs where events are parsed
+        self.generation = 0  # rules reloaded so many times
         self.events = 0
         self.opened = 0
 
@@ -195,6 +197,43 @@ class DomainAgent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- as a part of a pipeline worker ------------------------------------------------------
+
+    @property
+    def replay_span_s(self) -> float:
+        """History that rebuilds every window of the rules (bounded by `replay_max_s`)."""
+        return min(self._ruleset.replay_window_s, self._settings.replay_max_s)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run as a part of a pipeline worker until `stop`: heartbeats, rule reloads, state
+        saves, expiry and the republication of grown findings; the worker feeds the events
+        (`evaluate`, then `publish_pending`)."""
+        self._status = "ACTIVE"
+        tasks = [
+            asyncio.create_task(self._every(lambda: self._settings.heartbeat_s, self._heartbeat)),
+            asyncio.create_task(self._every(lambda: self._settings.rule_poll_s, self._poll_rules)),
+            asyncio.create_task(self._every(lambda: self._settings.state_save_s, self._save_state)),
+            asyncio.create_task(self._every(lambda: 1.0, self._tick)),
+        ]
+        try:
+            await self._heartbeat()
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _tick(self) -> None:
+        self._ruleset.expire(self._clock)
+        await self._flush_updates()
+
+    async def publish_pending(self) -> None:
+        """Publish the findings the last `evaluate` calls opened (and growth that is due)."""
+        if self._fresh:
+            await self._publish_fresh()
+        if self._pending:
+            await self._flush_updates()
 
     async def _consume(self, stop: asyncio.Event, start_time: datetime | None) -> None:
         if not self._ruleset.domains:  # no rule: idle until the rules change or we stop
@@ -303,11 +342,17 @@ class DomainAgent:
         ]
         if not due:
             return
-        publisher = Publisher(self._bus)
-        for finding in due:
-            await self._publish(publisher, finding)
+        for finding in due:  # taken before publishing: another batch may flush meanwhile
             del self._pending[finding.finding_id]
-        await publisher.flush()
+        publisher = Publisher(self._bus)
+        try:
+            for finding in due:
+                await self._publish(publisher, finding)
+            await publisher.flush()
+        except BaseException:
+            for finding in due:  # not published: due again next time
+                self._pending.setdefault(finding.finding_id, finding)
+            raise
         UPDATES.labels(self.ident.name).inc(len(due))
 
     async def _rebuild_windows(self) -> datetime | None:
@@ -370,6 +415,8 @@ class DomainAgent:
         for name, error in self._ruleset.skipped.items():
             log.error("rule cannot run", agent=self.ident.name, rule=name, error=error)
         self._version = version
+        self.fleet_rules = [spec for spec in specs if spec.type == "FLEET" and spec.enabled]
+        self.generation += 1
         RELOADS.labels(self.ident.name).inc()
         log.info(
             "rules loaded",

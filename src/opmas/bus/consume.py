@@ -46,6 +46,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 MAX_NAK_DELAY_S = 60.0
+FOLLOW_UP_S = 0.005  # after the first message of a fetch, how long to wait for the rest
 MAX_HEADER_CHARS = 1000
 
 RECEIVED = Counter("opmas_consumer_received_total", "Messages fetched.", ["durable"])
@@ -245,8 +246,15 @@ class PullConsumer:
         """
         if self._sub is None:
             raise RuntimeError("PullConsumer.fetch() called outside `async with`")
+        # nats-py's fetch(n) waits for n messages until `timeout` once it had to wait for the
+        # first: with a trickle of messages every fetch would last `timeout`. So: wait for one,
+        # then take what else is there already.
         try:
-            msgs: list[Msg] = await self._sub.fetch(batch or self._batch, timeout=timeout)
+            msgs: list[Msg] = await self._sub.fetch(1, timeout=timeout)
+            more = (batch or self._batch) - 1
+            if more > 0:
+                with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                    msgs += await self._sub.fetch(more, timeout=FOLLOW_UP_S)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.Error as exc:

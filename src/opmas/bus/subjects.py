@@ -56,7 +56,16 @@ class Subjects:
 
     @property
     def logs_raw(self) -> str:
+        """Raw lines of no particular partition (read by partition 0's owner)."""
         return self._subject("logs.raw")
+
+    def logs_raw_partition(self, partition: int) -> str:
+        """Raw lines of one device partition: every line of one router has the same."""
+        return self._subject(f"logs.raw.{partition}")
+
+    def live_parsed(self, domain: Domain | str) -> str:
+        """Core NATS (no stream): parsed events for live views, when the pipeline feeds it."""
+        return self._subject(f"live.parsed.{domain}")
 
     def logs_parsed(self, domain: Domain | str) -> str:
         return self._subject(f"logs.parsed.{domain}")
@@ -71,6 +80,11 @@ class Subjects:
     @property
     def findings_all(self) -> str:
         return self._subject("findings.>")
+
+    @property
+    def signals(self) -> str:
+        """Fleet signals: per-router aggregates the pipeline workers send to the fleet stage."""
+        return self._subject("signals.fleet")
 
     def actions(self, state: ActionState | str) -> str:
         return self._subject(f"actions.{state}")
@@ -108,7 +122,8 @@ class Subjects:
 
     @property
     def logs_raw_stream(self) -> StreamSpec:
-        return StreamSpec(self._stream("LOGS_RAW"), (self.logs_raw,), "logs_raw")
+        subjects = (self.logs_raw, self._subject("logs.raw.*"))
+        return StreamSpec(self._stream("LOGS_RAW"), subjects, "logs_raw")
 
     @property
     def logs_parsed_stream(self) -> StreamSpec:
@@ -117,6 +132,10 @@ class Subjects:
     @property
     def findings_stream(self) -> StreamSpec:
         return StreamSpec(self._stream("FINDINGS"), (self.findings_all,), "findings")
+
+    @property
+    def signals_stream(self) -> StreamSpec:
+        return StreamSpec(self._stream("SIGNALS"), (self._subject("signals.>"),), "signals")
 
     @property
     def actions_stream(self) -> StreamSpec:
@@ -132,6 +151,7 @@ class Subjects:
             self.logs_raw_stream,
             self.logs_parsed_stream,
             self.findings_stream,
+            self.signals_stream,
             self.actions_stream,
             self.dlq_stream,
         )

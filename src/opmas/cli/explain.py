@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,8 @@ import msgspec
 import typer
 from rich.markup import escape
 
-from opmas.agents.engine import explain_rules
+from opmas.agents.engine import RuleExplainer
+from opmas.agents.offline import batch_gc, iter_lines
 from opmas.agents.pack import load_pack
 from opmas.cli.context import console, err_console, load_settings
 from opmas.errors import ConfigError
@@ -18,16 +20,15 @@ from opmas.messages import encode
 from opmas.parser.engine import ParserEngine
 
 
-def _lines(line: str | None, file: Path | None) -> list[str]:
+def _lines(line: str | None, file: Path | None) -> Iterator[str]:
+    """The LINE, or the lines of the file read as a stream (comments and blanks skipped)."""
     if line is not None and file is not None:
         raise typer.BadParameter("give a LINE or --file, not both")
     if line is not None:
-        return [line]
+        return iter([line])
     if file is None:
         raise typer.BadParameter("give a LINE, or --file F (`-` reads standard input)")
-    raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    text = raw.decode("utf-8", errors="replace")
-    return [each for each in text.splitlines() if each.strip() and not each.startswith("#")]
+    return iter_lines(sys.stdin.buffer if str(file) == "-" else file)
 
 
 def _enrolled(pairs: list[str]) -> dict[str, str]:
@@ -84,14 +85,29 @@ def explain(
     except ConfigError as exc:
         err_console.print(f"[red]rule files:[/red] {exc}")
         raise typer.Exit(2) from exc
+    explainer = RuleExplainer(rules)
+    with batch_gc():
+        _explain_each(lines, engine, explainer, as_json, source_ip, token_device)
+
+
+def _explain_each(
+    lines: Iterator[str],
+    engine: ParserEngine,
+    explainer: RuleExplainer,
+    as_json: bool,
+    source_ip: str | None,
+    token_device: str | None,
+) -> None:
+    """Explain each line in turn: as JSON lines, or as a report per line."""
+    out = sys.stdout.buffer
     for index, text in enumerate(lines):
         explanation = engine.explain(text, source_ip=source_ip, bound_hostname=token_device)
-        matches = explain_rules(explanation.event, rules)
+        matches = explainer.explain(explanation.event)
         if as_json:
             data = msgspec.to_builtins(explanation.event)
             data["trust_reason"] = explanation.trust_reason
             data["rules"] = [msgspec.to_builtins(m) for m in matches]
-            sys.stdout.buffer.write(encode(data) + b"\n")
+            out.write(encode(data) + b"\n")
             continue
         if index:
             console.rule()

@@ -27,6 +27,7 @@ from rich.table import Table
 from opmas.agents import offline
 from opmas.agents.pack import load_pack
 from opmas.bus.connect import NatsAuth, connect_bus
+from opmas.bus.partition import by_partition
 from opmas.bus.publish import Publisher
 from opmas.cli.context import console, err_console, load_settings
 from opmas.embedded import embedded_services, running_endpoints
@@ -79,8 +80,10 @@ async def _send(
                 for line in chunk
             ]
             ids.extend(item.event_id for item in items)
-            batch = RawBatch(new_id(), items)
-            await publisher.publish(bus.subjects.logs_raw, encode(batch), msg_id=batch.batch_id)
+            for partition, group in by_partition(items, settings.pipeline.partitions).items():
+                batch = RawBatch(new_id(), group)
+                subject = bus.subjects.logs_raw_partition(partition)
+                await publisher.publish(subject, encode(batch), msg_id=batch.batch_id)
             progress.advance(task, len(chunk))
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + len(ids) / rate - time.time()))

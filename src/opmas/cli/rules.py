@@ -23,6 +23,7 @@ from opmas.cli.context import console, err_console, load_settings
 from opmas.db.engine import create_engine
 from opmas.embedded import embedded_services
 from opmas.errors import ConfigError, OpmasError
+from opmas.parser.engine import ParserEngine
 
 app = typer.Typer(
     help="Detection rules: what the agents run, enable, disable, export, apply; test offline."
@@ -205,17 +206,25 @@ def export(
 
 @app.command("test")
 def run_test(
-    file: Annotated[Path, typer.Argument(help="A log file (logread/syslog lines).")],
+    file: Annotated[Path, typer.Argument(help="A log file (logread/syslog lines); `-`: stdin.")],
     rule: Annotated[str | None, typer.Option("--rule", help="Run only this rule.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One finding per line (JSON lines), then no summary.")
     ] = False,
     rules_dir: RulesDir = None,
 ) -> None:
-    """Run the rules over FILE and print the findings they would produce, like fail2ban-regex."""
+    """Run the rules over FILE and print the findings they would produce, like fail2ban-regex.
+
+    The file is read as a stream; each finding is printed once complete, in the order the
+    findings opened."""
     rules = _rules(rules_dir)
+    source = sys.stdin.buffer if str(file) == "-" else file
+    emit = _print_json if as_json else _print_finding
+    engine = ParserEngine.from_dirs([])
     try:
-        report = offline.run_lines(offline.read_lines(file), rules, rule_name=rule)
+        with offline.batch_gc():
+            lines = offline.iter_lines(source)
+            report = offline.run_lines(lines, rules, rule_name=rule, emit=emit, engine=engine)
     except OSError as exc:
         err_console.print(f"[red]cannot read[/red] {escape(str(file))}: {escape(str(exc))}")
         raise typer.Exit(2) from exc
@@ -223,28 +232,27 @@ def run_test(
         err_console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
     if as_json:
-        for finding in report.findings:
-            _print_json(finding)
         return
-    for finding in report.findings:
-        details = finding["details"]
-        console.print(
-            f"[bold]{finding['finding_ts_utc']}[/bold] {finding['severity']:<8} "
-            f"{finding['rule_name']} ({finding['finding_type']}) key={escape(str(details['key']))} "
-            f"count={details['count']} lines={finding['evidence_lines'][:10]}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        console.print(f"    {escape(finding['description'])}", highlight=False, soft_wrap=True)
     console.print(
-        f"\nLines: {report.lines}, parsed events: {report.events}, "
-        f"findings: {len(report.findings)}",
+        f"\nLines: {report.lines}, parsed events: {report.events}, findings: {report.found}",
         highlight=False,
     )
     for name, hits in sorted(report.matches.items()):
         console.print(f"  {name}: {hits} hit(s)", highlight=False)
     for name, why in sorted(report.skipped.items()):
         console.print(f"  {name}: skipped ({escape(why)})", highlight=False)
+
+
+def _print_finding(finding: dict[str, Any]) -> None:
+    details = finding["details"]
+    console.print(
+        f"[bold]{finding['finding_ts_utc']}[/bold] {finding['severity']:<8} "
+        f"{finding['rule_name']} ({finding['finding_type']}) key={escape(str(details['key']))} "
+        f"count={details['count']} lines={finding['evidence_lines'][:10]}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"    {escape(finding['description'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()

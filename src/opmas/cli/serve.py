@@ -14,7 +14,7 @@ import typer
 from opmas import __version__, instance
 from opmas.cli.context import CONFIG_EXIT, console, fail_startup, load_settings
 from opmas.errors import ConfigError, OpmasError
-from opmas.process import COMPONENT_NAMES, GROUPS, Process, expand, run_process
+from opmas.process import COMPONENT_NAMES, GROUPS, UP_COMPONENTS, Process, expand, run_process
 from opmas.runtime import ComponentState, ComponentStatus, run_until_signalled
 from opmas.settings import ensure_secret_key, url_address
 from opmas.workers import CHILD_ENV
@@ -96,7 +96,7 @@ def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False)
 def up() -> None:
     """Run every component in one process, starting embedded PostgreSQL and nats-server
     where no URL is configured; migrate the schema first. Ctrl-C stops everything."""
-    _serve(COMPONENT_NAMES, migrate_schema=True, split=True)
+    _serve(UP_COMPONENTS, migrate_schema=True, split=True)
 
 
 def run(

@@ -1,6 +1,11 @@
 """Collect received lines into RawBatches and publish them on logs.raw (ingest, last step).
 
-Sealed at `batch_size` lines or `flush_delay` after the first, published pipelined. Lines
+Each line goes to the batch of its device partition (`logs.raw.<partition>`, see
+`opmas.bus.partition`). A partition's batch is sealed at `batch_size` lines; the others are
+sealed `flush_delay` after the first line waiting, or, while a round of publishes waits for
+JetStream, as soon as that round is stored. So under load the messages grow instead of
+multiplying: JetStream with `sync_interval: always` takes about a thousand messages a second
+whatever their size, and each partition's lines of one round travel as one message. Lines
 count as queued (in lines and in bytes) until acknowledged; when either is full, TCP pauses
 and UDP drops (counted).
 """
@@ -15,6 +20,7 @@ from typing import Protocol
 import structlog
 
 from opmas.bus.connect import Bus
+from opmas.bus.partition import partition_of_item
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError
 from opmas.ingest.framing import cut_utf8
@@ -64,9 +70,8 @@ class Batcher:
     checks `full`; `has_room` is asked before a line is taken that may be dropped (UDP).
     """
 
-    def __init__(self, bus: Bus, settings: IngestSettings) -> None:
+    def __init__(self, bus: Bus, settings: IngestSettings, *, partitions: int = 1) -> None:
         self._bus = bus
-        self._subject = bus.subjects.logs_raw
         self._batch_size = settings.batch_size
         self._flush_delay_s = settings.flush_delay_ms / 1000
         self._max_queued = settings.max_queued_lines
@@ -77,13 +82,16 @@ class Batcher:
         self._max_inflight = settings.max_inflight_batches
         self._max_payload = max(bus.nc.max_payload - HEADER_SLACK, 64 * 1024)
         self._seal_bytes = self._max_payload // 2
-        self._current: list[RawLog] = []
-        self._current_bytes = 0
-        self._sealed: deque[tuple[str, list[RawLog], int]] = deque()  # id, lines, bytes
+        self._partitions = partitions
+        self._current: dict[int, list[RawLog]] = {}  # partition -> lines not yet sealed
+        self._current_bytes: dict[int, int] = {}
+        # id, partition, lines, bytes
+        self._sealed: deque[tuple[str, int, list[RawLog], int]] = deque()
         self._queued = 0
         self._paused: set[Pausable] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
+        self._publishing = False  # a round is waiting for its PubAcks
 
     @property
     def max_line_bytes(self) -> int:
@@ -113,27 +121,32 @@ class Batcher:
         return self._queued < self._max_queued and self._queued_bytes < self._max_queued_bytes
 
     def add(self, items: list[RawLog], nbytes: int) -> None:
-        """Take `items` (about `nbytes` of text) into the current batch."""
+        """Take `items` (about `nbytes` of text) into the current batch of each one's partition."""
         if not items:
             return
-        self._current.extend(items)
-        self._queued += len(items)
-        self._queued_bytes += nbytes
-        self._current_bytes += nbytes
-        if len(self._current) >= self._batch_size or self._current_bytes >= self._seal_bytes:
-            self._seal()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._flush_delay_s, self._seal)
+        share = nbytes // len(items)
+        for item in items:
+            self._take(item, share)
+        self._queued_bytes += nbytes - share * len(items)
 
     def add_one(self, item: RawLog, nbytes: int) -> None:
         """`add([item], nbytes)` without building a list (the UDP path)."""
-        self._current.append(item)
+        self._take(item, nbytes)
+
+    def _take(self, item: RawLog, nbytes: int) -> None:
+        partition = partition_of_item(item, self._partitions)
+        current = self._current.get(partition)
+        if current is None:
+            current = self._current[partition] = []
+            self._current_bytes[partition] = 0
+        current.append(item)
         self._queued += 1
         self._queued_bytes += nbytes
-        self._current_bytes += nbytes
-        if len(self._current) >= self._batch_size or self._current_bytes >= self._seal_bytes:
-            self._seal()
-        elif self._timer is None:
+        size = self._current_bytes[partition] = self._current_bytes[partition] + nbytes
+        if len(current) >= self._batch_size or size >= self._seal_bytes:
+            self._seal_partition(partition)
+            self._ready.set()
+        elif self._timer is None and not self._publishing:
             self._timer = asyncio.get_running_loop().call_later(self._flush_delay_s, self._seal)
 
     def wait_for_room(self, who: Pausable) -> None:
@@ -150,21 +163,30 @@ class Batcher:
         PAUSED.set(len(self._paused))
 
     def _seal(self) -> None:
+        """Seal every partition's current lines (the flush delay passed, or stopping)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        current, nbytes = self._current, self._current_bytes
-        self._current, self._current_bytes = [], 0
+        sealed = False
+        for partition in list(self._current):
+            sealed = self._seal_partition(partition) or sealed
+        if sealed:
+            self._ready.set()
+        QUEUED.set(self._queued)
+        QUEUED_BYTES.set(self._queued_bytes)
+
+    def _seal_partition(self, partition: int) -> bool:
+        current = self._current.pop(partition, None)
+        nbytes = self._current_bytes.pop(partition, 0)
+        if not current:
+            return False
         size = self._batch_size
         for start in range(0, len(current), size):
             part = current[start : start + size]
             share = nbytes * len(part) // (len(current) - start)  # the bytes spread evenly
             nbytes -= share
-            self._sealed.append((new_id(), part, share))
-        if current:
-            self._ready.set()
-        QUEUED.set(self._queued)
-        QUEUED_BYTES.set(self._queued_bytes)
+            self._sealed.append((new_id(), partition, part, share))
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish sealed batches until `stop` is set and every received line is acknowledged.
@@ -185,7 +207,15 @@ class Batcher:
                     self._ready.clear()
                     await self._ready.wait()
                     continue
-                await self._publish_round(publisher)
+                self._publishing = True
+                try:
+                    await self._publish_round(publisher)
+                finally:
+                    self._publishing = False
+                if self._current and not self._sealed:
+                    # what came in while JetStream stored the last round goes out at once,
+                    # in as few messages as there are partitions: the busier, the bigger
+                    self._seal()
         except asyncio.CancelledError:
             if self._queued:
                 log.warning("lines abandoned at stop", lines=self._queued)
@@ -202,14 +232,17 @@ class Batcher:
     async def _publish_round(self, publisher: Publisher) -> None:
         count = min(len(self._sealed), self._max_inflight)
         batches = [self._sealed.popleft() for _ in range(count)]
+        subjects = self._bus.subjects
         messages = [
-            m for bid, items, _ in batches for m in encode_batches(bid, items, self._max_payload)
+            (subjects.logs_raw_partition(partition), msg_id, payload)
+            for bid, partition, items, _ in batches
+            for msg_id, payload in encode_batches(bid, items, self._max_payload)
         ]
         attempt = 0
         while True:
             try:
-                for msg_id, payload in messages:
-                    await publisher.publish(self._subject, payload, msg_id=msg_id)
+                for subject, msg_id, payload in messages:
+                    await publisher.publish(subject, payload, msg_id=msg_id)
                 await publisher.flush()
                 break
             except BusError as exc:
@@ -226,9 +259,9 @@ class Batcher:
                     error=str(exc),
                 )
                 await asyncio.sleep(delay)
-        lines = sum(len(items) for _, items, _ in batches)
+        lines = sum(len(items) for _, _, items, _ in batches)
         self._queued -= lines
-        self._queued_bytes -= sum(nbytes for _, _, nbytes in batches)
+        self._queued_bytes -= sum(nbytes for _, _, _, nbytes in batches)
         PUBLISHED.inc(lines)
         QUEUED.set(self._queued)
         QUEUED_BYTES.set(self._queued_bytes)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import structlog
 
 from opmas.bus.connect import Bus
+from opmas.bus.partition import by_partition
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError, Conflict
 from opmas.ingest.batcher import HEADER_SLACK, encode_batches
@@ -35,9 +36,10 @@ class Accepted:
 class HttpIngest:
     """Publishes HTTP batches for the API; one per app, the KV bucket opened on first use."""
 
-    def __init__(self, bus: Bus, settings: IngestSettings) -> None:
+    def __init__(self, bus: Bus, settings: IngestSettings, *, partitions: int = 1) -> None:
         self._bus = bus
         self._settings = settings
+        self._partitions = partitions
         self._store: IdempotencyStore | None = None
         self._max_payload = max(bus.nc.max_payload - HEADER_SLACK, 64 * 1024)
 
@@ -101,16 +103,30 @@ class HttpIngest:
         return self._store
 
     async def _publish(self, batch_id: str, items: list[RawLog]) -> None:
+        """Publish `items` as batches of `batch_size` per device partition; the message ids
+        derive from `batch_id`, so a retry of the same request is de-duplicated."""
         size = self._settings.batch_size
-        chunks = [items[start : start + size] for start in range(0, len(items), size)]
-        ids = [batch_id] if len(chunks) == 1 else [f"{batch_id}:{n}" for n in range(len(chunks))]
         publisher = Publisher(self._bus, max_pending=self._settings.max_inflight_batches)
-        subject = self._bus.subjects.logs_raw
+        subjects = self._bus.subjects
         RECEIVED.labels(Transport.HTTP).inc(len(items))
+        groups = by_partition(items, self._partitions)
         try:
-            for chunk_id, chunk in zip(ids, chunks, strict=True):
-                for msg_id, payload in encode_batches(chunk_id, chunk, self._max_payload):
-                    await publisher.publish(subject, payload, msg_id=msg_id)
+            for partition, group in sorted(groups.items()):
+                for start in range(0, len(group), size):
+                    chunks = -(-len(group) // size)
+                    chunk_id = _chunk_id(batch_id, partition, start // size, len(groups), chunks)
+                    chunk = group[start : start + size]
+                    for msg_id, payload in encode_batches(chunk_id, chunk, self._max_payload):
+                        subject = subjects.logs_raw_partition(partition)
+                        await publisher.publish(subject, payload, msg_id=msg_id)
         finally:
             await publisher.flush()
         PUBLISHED.inc(len(items))
+
+
+def _chunk_id(batch_id: str, partition: int, n: int, groups: int, chunks: int) -> str:
+    """The id of bus message `n` of a request: the request's own id when it is one message,
+    `<id>:<n>` when one partition's lines fill several, `<id>:<partition>:<n>` otherwise."""
+    if groups > 1:
+        return f"{batch_id}:{partition}:{n}"
+    return batch_id if chunks == 1 else f"{batch_id}:{n}"

@@ -80,8 +80,10 @@ class IngestService:
         bus: Bus,
         *,
         enrolled: EnrolledDevices | None = None,
+        partitions: int = 1,
     ) -> None:
         self._settings = settings
+        self._partitions = partitions
         self._enrolled = enrolled  # maps TLS client certificates to enrolled devices
         self._listen = listen
         self._bus = bus
@@ -112,7 +114,13 @@ class IngestService:
         enrolled = None
         if engine is not None and settings.syslog_tls_ca is not None:
             enrolled = EnrolledDevices(engine, settings.ingest.trust_refresh_s)
-        return cls(settings.ingest, SyslogListen.from_settings(settings), bus, enrolled=enrolled)
+        return cls(
+            settings.ingest,
+            SyslogListen.from_settings(settings),
+            bus,
+            enrolled=enrolled,
+            partitions=settings.pipeline.partitions,
+        )
 
     def describe(self) -> str:
         """Where syslog is received, for `opmas up` and `opmas status`."""
@@ -127,7 +135,7 @@ class IngestService:
         return self._batcher
 
     async def __aenter__(self) -> Self:
-        self._batcher = Batcher(self._bus, self._settings)
+        self._batcher = Batcher(self._bus, self._settings, partitions=self._partitions)
         try:
             if self._enrolled is not None:
                 await self._enrolled.__aenter__()

@@ -256,6 +256,12 @@ async def open_udp(
         raise
     bound = int(sock.getsockname()[1])
     granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if receive_buffer and granted < receive_buffer:
-        log.info("udp receive buffer smaller than asked", asked=receive_buffer, granted=granted)
+    if receive_buffer and granted < receive_buffer:  # Linux reports twice what it reserved
+        log.warning(
+            "udp receive buffer capped by the kernel: lines are lost in bursts; raise"
+            f" net.core.rmem_max to at least {receive_buffer} (sysctl -w"
+            f" net.core.rmem_max={receive_buffer}) or lower OPMAS_INGEST__UDP_RECEIVE_BUFFER",
+            asked=receive_buffer,
+            granted=granted // 2,
+        )
     return transport, bound, SocketDrops(sock)

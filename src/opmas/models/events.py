@@ -33,7 +33,6 @@ class Event(Base):
         CheckConstraint(one_of("log_source_type", DOMAINS), name="log_source_type"),
         CheckConstraint(one_of("transport", TRANSPORTS), name="transport"),
         Index("idx_events_hostname_arrival_ts_utc", "hostname", "arrival_ts_utc"),
-        Index("idx_events_log_source_type_arrival_ts_utc", "log_source_type", "arrival_ts_utc"),
         {"postgresql_partition_by": "RANGE (arrival_ts_utc)"},
     )
 

@@ -101,6 +101,8 @@ def merge_details(details: Mapping[str, Any], finding: Finding, group: Group) ->
     devices = set(merged.get("devices", []))
     if finding.device_hostname or finding.device_ip:
         devices.add(finding.device_hostname or finding.device_ip)
+    elif isinstance(routers := finding.details.get("devices"), list):  # a FLEET rule's finding
+        devices.update(str(router) for router in routers)
     merged["devices"] = sorted(d for d in devices if d)
     merged["domains"] = sorted({*merged.get("domains", []), finding.domain})
     types: dict[str, int] = dict(merged.get("finding_types", {}))

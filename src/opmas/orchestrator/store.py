@@ -320,3 +320,25 @@ async def touch_incidents(session: AsyncSession, stored: Sequence[StoredFinding]
             .values(last_seen_at=bindparam("seen")),
             params,
         )
+    await _add_routers(session, stored)
+
+
+async def _add_routers(session: AsyncSession, stored: Sequence[StoredFinding]) -> None:
+    """A fleet-wide finding that grew may name more routers: its incident names them too."""
+    grown: dict[int, list[object]] = {}
+    for each in stored:
+        routers = each.message.details.get("devices")
+        if each.incident_id is None or each.message.device_hostname:
+            continue
+        if isinstance(routers, list):  # a fleet-wide finding's routers
+            grown[each.incident_id] = routers
+    if not grown:
+        return
+    query = select(Incident).where(Incident.id.in_(grown)).with_for_update()
+    for incident in await session.scalars(query):
+        known = incident.details.get("devices", [])
+        devices = sorted({*known, *(str(d) for d in grown[incident.id])})
+        if devices != known:
+            incident.details = {**incident.details, "devices": devices}
+            lead = incident.description or ""
+            incident.title = title_of(incident.incident_type, incident.details, lead)

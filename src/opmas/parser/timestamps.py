@@ -57,6 +57,7 @@ _LUCI = re.compile(
 FUTURE_LIMIT_S = 86_400.0  # a year-less time may lie this far after its arrival (clock skew)
 _YEARS_BACK = 8  # Feb 29 may need up to 8 years back (1900, 2100 are not leap years)
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
 _PATTERNS = {"bsd": _BSD, "ctime": _CTIME, "iso": _ISO, "luci": _LUCI}
 
 # (year or None, month, day, hour, minute, second, microsecond, zone offset in minutes)
@@ -72,6 +73,7 @@ class TimeResolver:
         # text -> (kind, arrival range [lo, hi) over which the result holds, result)
         self._resolved: dict[str, tuple[str, float, float, str | None]] = {}
         self._seconds: dict[int, str] = {}
+        self._minutes: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:"
 
     def arrival_iso(self, ts: float) -> str:
         """Epoch seconds as ISO 8601 UTC with milliseconds and `Z` (as messages.iso_utc)."""
@@ -83,8 +85,14 @@ class TimeResolver:
         if text is None:
             if len(self._seconds) >= self._cache_size:
                 self._seconds.clear()
-            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._seconds[second] = text
+            minute, in_minute = divmod(second, 60)
+            lead = self._minutes.get(minute)
+            if lead is None:
+                if len(self._minutes) >= self._cache_size:
+                    self._minutes.clear()
+                lead = datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:")
+                self._minutes[minute] = lead
+            text = self._seconds[second] = lead + _TWO_DIGITS[in_minute]
         return text + _MILLIS[millis]
 
     def resolve(self, kind: str, text: str, arrival_ts: float) -> str | None:
@@ -92,11 +100,38 @@ class TimeResolver:
         cached = self._resolved.get(text)
         if cached is not None and cached[0] == kind and cached[1] <= arrival_ts < cached[2]:
             return cached[3]
+        found = self._by_minute(text, arrival_ts) if kind == "bsd" else None
+        if found is None:
+            found = self._resolve(kind, text, arrival_ts)
         if len(self._resolved) >= self._cache_size:
             self._resolved.clear()
-        result, lo, hi = self._resolve(kind, text, arrival_ts)
+        result, lo, hi = found
         self._resolved[text] = (kind, lo, hi, result)
         return result
+
+    def _by_minute(self, text: str, arrival_ts: float) -> tuple[str | None, float, float] | None:
+        """`_resolve` of `Mmm dd HH:MM:SS` from its minute's, which the cache likely holds.
+
+        Second `s` of a minute is the minute's time plus `s` in the same year, and that year
+        is the one the minute gets at an arrival `s` seconds earlier, so the result and its
+        arrival range are the minute's shifted by `s`. None when `text` is not of that form.
+        """
+        second = text[13:]
+        if len(second) != 2 or text[12] != ":" or not (second.isascii() and second.isdigit()):
+            return None
+        shift = int(second)
+        if not 0 < shift < 60:
+            return None  # second 0 is the minute itself: the general path reads it
+        minute = text[:13] + "00"
+        start = arrival_ts - shift
+        found = self._resolved.get(minute)
+        if found is None or found[0] != "bsd" or not found[1] <= start < found[2]:
+            self.resolve("bsd", minute, start)
+            found = self._resolved.get(minute)
+        if found is None or (found[3] is not None and found[3][16:19] != ":00"):
+            return None  # not cached (a cache just cleared), or a year of other than 4 digits
+        result = found[3] and found[3][:17] + second + found[3][19:]
+        return result, found[1] + shift, found[2] + shift
 
     def _resolve(self, kind: str, text: str, arrival_ts: float) -> tuple[str | None, float, float]:
         """The time, and the arrival range [lo, hi) over which it is the same."""

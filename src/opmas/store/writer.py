@@ -6,6 +6,8 @@ temporary table first; the insert from it is idempotent on (event_id, arrival_ts
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from datetime import datetime
 
 import asyncpg
@@ -63,7 +65,25 @@ def _cut(value: str | None, size: int) -> str | None:
 
 
 def _when(iso: str | None) -> datetime | None:
-    return datetime.fromisoformat(iso) if iso else None
+    return _instant(iso) if iso else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _instant(iso: str) -> datetime:
+    """An ISO 8601 time; cached: the lines of a batch share a few arrival and event times."""
+    return datetime.fromisoformat(iso)
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed_ip(address: str | None) -> bytes | str | None:
+    """The address as asyncpg's inet codec takes it cheapest: packed bytes (no parsing of the
+    text per row). Text it cannot parse is passed on as it is, for PostgreSQL to judge."""
+    if address is None:
+        return None
+    try:
+        return ipaddress.ip_address(address).packed
+    except ValueError:
+        return address
 
 
 def device_key(event: ParsedEvent) -> str | None:
@@ -78,7 +98,7 @@ def sightings(events: list[ParsedEvent]) -> dict[str, Sighting]:
         key = device_key(event)
         if key is None:
             continue
-        arrival = datetime.fromisoformat(event.arrival_ts_utc)
+        arrival = _instant(event.arrival_ts_utc)
         current = seen.get(key)
         if current is None or current.seen_at < arrival:
             seen[key] = Sighting(key, event.source_ip, arrival, event.trust)
@@ -99,8 +119,8 @@ def to_record(event: ParsedEvent, device_id: int | None) -> tuple[object, ...]:
     """The `events` row of a parsed event, in COLUMNS order."""
     return (
         event.event_id,
-        datetime.fromisoformat(event.arrival_ts_utc),
-        event.source_ip,
+        _instant(event.arrival_ts_utc),
+        _packed_ip(event.source_ip),
         event.original_ts,
         _when(event.event_ts),
         _cut(event.hostname, 255),

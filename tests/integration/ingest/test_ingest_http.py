@@ -252,7 +252,7 @@ async def test_invalid_body_is_422_naming_the_field(
 async def test_a_big_batch_is_split_into_bus_messages(
     api: Api, engine: AsyncEngine, reader: RawReader
 ) -> None:
-    async with api() as client:
+    async with api(ingest={"batch_size": 500}) as client:
         response = await client.post(
             URL, json=[f"line {i}" for i in range(1200)], headers=bearer(await new_token(engine))
         )
@@ -324,4 +324,4 @@ async def test_a_large_gzipped_body_of_twenty_thousand_lines(
     assert response.json()["accepted"] == 20_000
     items = await reader.wait_for(20_000)
     assert [i.line for i in items] == lines
-    assert len(reader.batches) == 40
+    assert len(reader.batches) == 20  # batch_size lines (1,000) each

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from opmas.agents.rules import compile_conditions, field_getter
+from opmas.agents.rules.conditions import required_words
 from opmas.errors import ConfigError
 
 from .factory import make_event
@@ -145,3 +147,44 @@ def test_regex_re2_cannot_compile_is_rejected_at_compile_time(pattern: str) -> N
 def test_conditions_must_be_a_list() -> None:
     with pytest.raises(ConfigError, match="conditions must be a list"):
         compile_conditions("hostname == ap1")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        ("invalid MIC|PSK-MISMATCH", (("invalid MIC", "PSK-MISMATCH"), False)),
+        ("(?i)no space left|jffs2.*full", (("no space left", "jffs2"), True)),
+        ("x(abc|abd)y", (("ab",), False)),
+        ("(?i:abc)def", (("def",), False)),
+        ("a|b", None),  # one character each: nothing worth a look
+        (r"\d+", None),
+        ("foo[[:space:]]bar", None),  # POSIX classes: Python would read `]bar` as a word
+        (r"\Qa.b\E", None),  # RE2-only syntax
+    ],
+)
+def test_a_regex_is_prefiltered_by_the_words_every_match_holds(
+    pattern: str, words: tuple[tuple[str, ...], bool] | None
+) -> None:
+    assert required_words(pattern) == words
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jffs2: No Space Left on device",
+        "JFFS2 is full",
+        "overlayfs: upper fs is full",
+        "no space here",
+        "nothing to see",
+        "no \u017fpace left",  # long s, not ASCII: RE2 alone decides
+        "\ufb00 JFFS2 FULL",
+        "",
+    ],
+)
+def test_a_prefiltered_regex_matches_exactly_what_re2_matches(text: str) -> None:
+    pattern = r"(?i)no space left|jffs2.*full|overlay(?:fs)? .*\bfull\b"
+    options = re2.Options()
+    options.log_errors = False
+    expected = re2.compile(pattern, options).search(text) is not None
+    condition = {"field": "message", "operator": "regex", "value": pattern}
+    assert compile_conditions([condition])(make_event(message=text)) is expected

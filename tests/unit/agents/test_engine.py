@@ -7,11 +7,21 @@ import sys
 
 import pytest
 
-from opmas.agents.engine import FindingBook, RuleSet, explain_rules, required_events
+from opmas.agents.engine import (
+    FindingBook,
+    RuleExplainer,
+    RuleMatch,
+    RuleSet,
+    _effect,
+    explain_rules,
+    required_events,
+)
 from opmas.agents.offline import parse_lines
-from opmas.agents.pack import RulePackError, RuleSpec, check_rule_data, load_pack
+from opmas.agents.pack import RulePackError, RuleSpec, build_rule, check_rule_data, load_pack
 from opmas.agents.registry import RuleRow
 from opmas.agents.rules.types import PatternRule
+from opmas.errors import ConfigError
+from opmas.messages import ParsedEvent
 from opmas.parser.engine import ParserEngine
 from opmas.process import COMPONENT_NAMES, _units, expand
 
@@ -183,10 +193,9 @@ def test_groups_expand_and_up_runs_the_agents_in_one_child() -> None:
 
 def test_rules_are_only_asked_about_events_they_can_match() -> None:
     by_name = {r.name: r for r in PACK}
-    assert required_events(by_name["ssh-brute-force-fast"]) == {
-        "ssh_bad_password",
-        "ssh_nonexistent_user",
-    }
+    assert required_events(by_name["ssh-brute-force-fast"]) == frozenset(
+        {"ssh_bad_password", "ssh_nonexistent_user"}
+    )
     assert required_events(by_name["flash-full"]) is None  # a regex on the message: any event
     assert required_events(by_name["new-log-template"]) is None
     login = required_events(by_name["ssh-login-after-failures"])  # every step's events
@@ -198,6 +207,42 @@ def test_rules_are_only_asked_about_events_they_can_match() -> None:
     ruleset = RuleSet.build(PACK)
     (event,) = parse_lines(_bad_passwords(1), ENGINE)
     event.hostname = "gw"
-    asked = {r.spec.name for r in ruleset._route(("security", "ssh_bad_password"))}
+    asked = {r.spec.name for r, _ in ruleset._route(("security", "ssh_bad_password"))}
     assert "ssh-brute-force-fast" in asked
     assert "luci-login-failures" not in asked
+
+
+def test_the_explainer_gives_what_explain_rules_gives_for_every_event() -> None:
+    lines = [
+        *_bad_passwords(3),
+        "Sat Nov 21 10:00:01 2026 kern.err kernel: [ 1.5] jffs2: No space left on device",
+        "Sat Nov 21 10:00:02 2026 daemon.info dropbear[9]: Password auth succeeded for 'root' "
+        "from 203.0.113.7:50000",
+        "Sat Nov 21 10:00:03 2026 daemon.notice netifd: Interface 'wan' is now down",
+        "not a syslog line at all",
+    ]
+    explainer = RuleExplainer(PACK)
+    seen: set[str] = set()
+    for event in parse_lines(lines, ENGINE):
+        expected = _every_rule_asked(event)
+        assert explainer.explain(event) == expected
+        assert explain_rules(event, PACK) == expected
+        seen.update(m.rule for m in expected)
+    assert {"ssh-brute-force-fast", "flash-full", "ssh-login-after-failures"} <= seen
+
+
+def _every_rule_asked(event: ParsedEvent) -> list[RuleMatch]:
+    """explain_rules without routing: every rule of the domain built and asked."""
+    found = []
+    for spec in PACK:
+        if not spec.enabled or event.log_source_type not in spec.reads:
+            continue
+        try:
+            rule = build_rule(spec, max_keys=1)
+        except ConfigError:
+            continue
+        effect = _effect(spec, rule, event)
+        if effect is not None:
+            key = rule.group_key(event) if spec.type != "CORRELATION" else None
+            found.append(RuleMatch(spec.name, spec.type, spec.agent or "", key, effect))
+    return found

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from opmas.agents.offline import run_file, run_lines
+from opmas.agents import offline
+from opmas.agents.offline import iter_lines, line_id, parse_lines, run_file, run_lines
 from opmas.agents.pack import RuleSpec, load_pack
 from opmas.cli.rules import app
 from opmas.parser.engine import ParserEngine
@@ -146,3 +151,61 @@ def test_examples_trigger_their_rule_once(rule: RuleSpec) -> None:
     if rule.threshold:
         short = run_lines(lines[:-1], [rule], engine=ENGINE)
         assert short.findings == []
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 64, 1 << 20])
+def test_a_file_read_in_chunks_gives_the_lines_of_the_whole_text(chunk_bytes: int) -> None:
+    data = "a\r\nb\rc\n\n# comment\n  \nd\u2028e\n\u00e9t\u00e9\nlast".encode() + b"\xff\xfe\n"
+    whole = data.decode("utf-8", errors="replace")
+    expected = [x for x in whole.splitlines() if x.strip() and not x.startswith("#")]
+    assert list(iter_lines(io.BytesIO(data), chunk_bytes=chunk_bytes)) == expected
+
+
+def test_offline_event_ids_are_the_uuid5_of_line_number_and_text() -> None:
+    namespace = uuid.UUID("0b6c4f0e-2d8a-5c3b-9e1f-7a6d5c4b3a29")
+    for n, text in [(1, "abc"), (42, "h\u00e9llo \x00"), (999_999, "x" * 300)]:
+        assert line_id(f"{n}\x1f{text}") == str(uuid.uuid5(namespace, f"{n}\x1f{text}"))
+    (event,) = parse_lines(["some line"], ENGINE)
+    assert event.event_id == str(uuid.uuid5(namespace, "1\x1fsome line"))
+
+
+def test_findings_past_max_open_are_given_out_early_and_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(offline, "BATCH_LINES", 1)
+    lines = [  # five PPPoE failures an hour apart: five bursts, five findings
+        f"Sat Nov 21 1{i}:00:00 2026 daemon.err pppd[1]: PAP authentication failed"
+        for i in range(5)
+    ]
+    given: list[tuple[int, dict[str, object]]] = []
+    read = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal read
+        for line in lines:
+            read += 1
+            yield line
+
+    bounded = run_lines(
+        counted(),
+        PACK,
+        rule_name="pppoe-auth-failure",
+        engine=ENGINE,
+        emit=lambda finding: given.append((read, finding)),
+        max_open=2,
+    )
+    whole = run_lines(lines, PACK, rule_name="pppoe-auth-failure", engine=ENGINE)
+    assert bounded.findings == []  # all went to `emit`
+    assert len(whole.findings) == 5
+    assert [finding for _, finding in given] == whole.findings  # same order, same content
+    assert bounded.found == 5
+    assert given[0][0] == 3  # the third finding opened: the first one, least recent, goes out
+
+
+def test_the_batch_collector_settings_are_undone_after_the_run() -> None:
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with offline.batch_gc():
+        assert gc.get_threshold()[0] > before[0]
+        assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

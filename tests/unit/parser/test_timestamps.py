@@ -113,3 +113,19 @@ def test_arrival_time_matches_messages_iso_utc() -> None:
         assert resolver.arrival_iso(ts) == iso_utc(ts)
     for ts in (1795300000.0, 1795300000.9995, 1795300000.9999996, 1795300000.0004999):
         assert resolver.arrival_iso(ts) == iso_utc(ts)
+
+
+@pytest.mark.parametrize("day", ["2026-12-31", "2027-01-01", "2028-02-29", "2027-03-01"])
+def test_seconds_resolved_from_their_minute_match_the_general_reading(day: str) -> None:
+    rng = random.Random(day)  # noqa: S311 - test data, not secrets
+    resolver, reference = TimeResolver(cache_size=64), TimeResolver()
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    for _ in range(4000):
+        moment = start.timestamp() + rng.choice([0, 59, 61, 3599, 86399, rng.randrange(86400)])
+        stamp = datetime.fromtimestamp(moment, UTC).strftime("%b %e %H:%M:%S")
+        if rng.random() < 0.1:
+            stamp = stamp[:13] + rng.choice(["60", "99", "0x"])
+        # around the arrival at which the reading moves to the year before (one day of skew)
+        arrival = moment - 86_400 + rng.uniform(-90, 90)
+        got = resolver.resolve("bsd", stamp, arrival)
+        assert got == reference._resolve("bsd", stamp, arrival)[0], (stamp, arrival)

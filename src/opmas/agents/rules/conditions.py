@@ -8,7 +8,11 @@ numeric string ("25"). Regexes run on RE2 (linear time; no lookarounds or backre
 from __future__ import annotations
 
 import math
+import re._constants as sre_constants  # type: ignore[import-not-found]  # no stubs; sre_* warn
+import re._parser as sre_parser  # type: ignore[import-not-found]  # no stubs; sre_* warn
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
@@ -25,13 +29,16 @@ OPERATORS = frozenset(
 _KEYS = frozenset(["field", "operator", "value"])
 _TOP_LEVEL = frozenset(ParsedEvent.__struct_fields__)
 _SF = "structured_fields"
+# tuples, not `int | float`: a union is built anew each time such an expression runs
+_NUMBERS = (int, float)
+_SEQUENCES = (list, tuple)
 
 
 def as_number(value: object) -> float | None:
     """The value as a finite float if it is a number or a numeric string, else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, _NUMBERS):
         return float(value)
     if isinstance(value, str):
         try:
@@ -43,7 +50,7 @@ def as_number(value: object) -> float | None:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _NUMBERS) and not isinstance(value, bool)
 
 
 def _descend(value: object, path: Sequence[str]) -> object:
@@ -64,7 +71,7 @@ def field_getter(field: str) -> Getter:
         head, rest = rest[0], rest[1:]
     elif head in _TOP_LEVEL:
         if not rest:
-            return lambda event: getattr(event, head)
+            return attrgetter(head)  # a C call: no lambda frame per event
         return lambda event: _descend(getattr(event, head), rest)
     if not rest:
         return lambda event: event.structured_fields.get(head)
@@ -140,7 +147,7 @@ def _test(operator: str, value: object, where: str) -> Callable[[object], bool]:
             return lambda actual: isinstance(actual, str) and actual.startswith(value)
         return lambda actual: (
             (isinstance(actual, str) and value in actual)
-            or (isinstance(actual, list | tuple) and value in actual)
+            or (isinstance(actual, _SEQUENCES) and value in actual)
         )
     # regex
     if not isinstance(value, str):
@@ -148,14 +155,18 @@ def _test(operator: str, value: object, where: str) -> Callable[[object], bool]:
     options = re2.Options()
     options.log_errors = False
     try:
-        search = _found_by(re2.compile(value, options))
+        search = _prefiltered(_found_by(re2.compile(value, options)), value)
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ConfigError(
             f"{where}: regex {value!r} is not supported by RE2 ({reason}); "
             "lookarounds and backreferences are not allowed"
         ) from exc
-    return lambda actual: isinstance(actual, str | int | float) and search(str(actual))
+    return lambda actual: (
+        search(actual)
+        if isinstance(actual, str)
+        else isinstance(actual, _NUMBERS) and search(str(actual))
+    )
 
 
 _UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
@@ -178,6 +189,73 @@ def _found_by(pattern: Any) -> Callable[[str], bool]:
         return bool(match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH)
 
     return found
+
+
+def _prefiltered(found: Callable[[str], bool], pattern: str) -> Callable[[str], bool]:
+    """`found`, skipped for an ASCII text that holds none of the words every match holds
+    (a `regex` condition with no cheaper one before it runs on every event)."""
+    required = required_words(pattern)
+    if required is None:
+        return found
+    words, fold = required
+
+    def search(text: str) -> bool:
+        if text.isascii():  # ASCII case folding is plain lower(): the words tell for sure
+            probe = text.lower() if fold else text
+            for word in words:
+                if word in probe:
+                    return found(text)
+            return False
+        return found(text)
+
+    return search
+
+
+def required_words(pattern: str) -> tuple[tuple[str, ...], bool] | None:
+    """Words one of which any text matching `pattern` contains, and whether they match
+    case-insensitively (then lowercased); None when that cannot be told.
+
+    Read with Python's regex parser, whose syntax is RE2's for what is looked at here (plain
+    characters, groups, alternatives); a pattern it rejects or may read otherwise (POSIX
+    classes) gets None, and only ASCII words are used.
+    """
+    if "[:" in pattern:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = sre_parser.parse(pattern)
+    except Exception:  # any syntax Python does not read: RE2 alone decides
+        return None
+    words = _needed(list(parsed))
+    if not words or not all(w.isascii() for w in words):
+        return None
+    fold = bool(parsed.state.flags & sre_constants.SRE_FLAG_IGNORECASE)
+    return tuple(w.lower() for w in words) if fold else tuple(words), fold
+
+
+def _needed(items: list[tuple[Any, Any]]) -> list[str] | None:
+    """Words one of which a match of this sequence of parsed items contains, or None."""
+    run: list[str] = []
+    best = ""
+    for op, arg in items:
+        if op is sre_constants.LITERAL:
+            run.append(chr(arg))
+            best = max(best, "".join(run), key=len)
+        else:
+            run = []
+    if len(best) >= 3:
+        return [best]
+    for op, arg in items:
+        if op is sre_constants.BRANCH:
+            branches = [_needed(list(branch)) for branch in arg[1]]
+            if all(branches):
+                return [word for words in branches if words for word in words]
+        elif op is sre_constants.SUBPATTERN and not arg[1] and not arg[2]:  # no flag change
+            inner = _needed(list(arg[3]))
+            if inner:
+                return inner
+    return [best] if best else None
 
 
 def compile_condition(condition: object, *, where: str = "condition") -> Predicate:

@@ -83,19 +83,25 @@ def _mask_core(core: str) -> str:
     return core
 
 
-_MASKED: dict[str, str] = {}  # token -> masked: words repeat, so most lookups hit
 _MASKED_MAX = 1 << 17
+
+
+class _Masks(dict[str, str]):
+    """token -> masked token: words repeat, so most lookups hit; cleared when full."""
+
+    def __missing__(self, token: str) -> str:
+        if len(self) >= _MASKED_MAX:
+            self.clear()
+        masked = self[token] = _mask_token(token)
+        return masked
+
+
+_MASKED = _Masks()
 
 
 def mask_token(token: str) -> str:
     """The token with a variable core replaced by `<*>`, surrounding punctuation kept."""
-    masked = _MASKED.get(token)
-    if masked is None:
-        masked = _mask_token(token)
-        if len(_MASKED) >= _MASKED_MAX:
-            _MASKED.clear()
-        _MASKED[token] = masked
-    return masked
+    return _MASKED[token]
 
 
 def _mask_token(token: str) -> str:
@@ -112,12 +118,16 @@ def _mask_token(token: str) -> str:
 def tokenize(message: str) -> list[str]:
     """The message's masked tokens: the kernel's `[ uptime]` prefix and quoted strings
     first (an uptime of 5 or 6 digits splits differently), then each whitespace token."""
+    return list(_masked(message))
+
+
+def _masked(message: str) -> tuple[str, ...]:
+    """`tokenize` as a tuple: the shape of a message, looked up as it is."""
     if message.startswith("["):
         message = _UPTIME.sub(f"[{WILDCARD}]", message, count=1)
     if "'" in message or '"' in message:
         message = _QUOTED.sub(WILDCARD, message)
-    get = _MASKED.get
-    return [get(t) or mask_token(t) for t in message.split()]
+    return tuple(map(_MASKED.__getitem__, message.split()))  # a C loop; misses are masked
 
 
 @dataclass(slots=True)
@@ -236,6 +246,15 @@ class NoveltyRule(Rule):
 
     def group_key(self, event: ParsedEvent) -> str:
         """The program key: group_by values joined by `|`, a missing part written as `-`."""
+        if self._key_part is not None:
+            value = self._key_part(event)
+            return (
+                value
+                if isinstance(value, str)
+                else MISSING_KEY_PART
+                if value is None
+                else str(value)
+            )
         parts = [
             v if isinstance(v := get(event), str) else MISSING_KEY_PART if v is None else str(v)
             for get in self._key_parts
@@ -248,10 +267,10 @@ class NoveltyRule(Rule):
         found = [t for group in groups.values() for t in group]
         return [t.text for t in sorted(found, key=lambda t: t.first_seen)]
 
-    def _tokens(self, message: str) -> list[str]:
-        tokens = tokenize(message)
+    def _tokens(self, message: str) -> tuple[str, ...]:
+        tokens = _masked(message)
         if len(tokens) > self.max_tokens:
-            tokens = [*tokens[: self.max_tokens - 1], WILDCARD]
+            tokens = (*tokens[: self.max_tokens - 1], WILDCARD)
         return tokens
 
     def learn(self, key: str, message: str, ts: float) -> Template | None:
@@ -259,7 +278,7 @@ class NoveltyRule(Rule):
         tokens = self._tokens(message)
         if not tokens:
             return None
-        shape = (key, tuple(tokens))
+        shape = (key, tokens)
         known = self._shapes.get(shape)
         if known is not None and self._lru.get(id(known)) is known:  # seen this exact shape
             known.count += 1
@@ -283,7 +302,7 @@ class NoveltyRule(Rule):
             self._lru.move_to_end(id(best))
             self._shapes[shape] = best
             return None
-        template = Template(key=key, tokens=tokens, first_seen=ts)
+        template = Template(key=key, tokens=list(tokens), first_seen=ts)
         self._add(template, group)
         self._shapes[shape] = template
         return template

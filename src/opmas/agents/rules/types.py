@@ -98,10 +98,14 @@ class Rule(ABC):
         self.matches = compile_conditions(conditions, rule=name)
         self.group_by = (group_by,) if isinstance(group_by, str) else tuple(group_by)
         self._key_parts = _key_getters(self.group_by, name)
+        self._key_part = self._key_parts[0] if len(self._key_parts) == 1 else None
         self.evidence_limit = evidence_limit
 
     def group_key(self, event: ParsedEvent) -> str | None:
         """The event's group key: group_by values joined by `|`; None if a part is missing."""
+        if self._key_part is not None:  # one field: no list, no join
+            value = self._key_part(event)
+            return value if value is None or isinstance(value, str) else str(value)
         parts = []
         for get in self._key_parts:
             value = get(event)
@@ -113,17 +117,20 @@ class Rule(ABC):
     def _hit(
         self, new: bool, key: str, count: int, burst: Burst, ts: float, evidence: Sequence[str]
     ) -> RuleHit:
+        if not burst.finding_id:  # a uuid5 costs more than the rest of a hit: once per burst
+            burst.finding_id = finding_id(self.name, key, burst.start)
         return RuleHit(
-            rule=self.name,
-            kind=HitKind.NEW if new else HitKind.UPDATE,
-            key=key,
-            count=count,
-            total=burst.total,
-            burst_start=burst.start,
-            event_ts=ts,
-            finding_id=finding_id(self.name, key, burst.start),
-            evidence=tuple(evidence),
-            trust=trust.LEVELS[burst.trust],
+            self.name,
+            HitKind.NEW if new else HitKind.UPDATE,
+            key,
+            count,
+            burst.total,
+            burst.start,
+            ts,
+            burst.finding_id,
+            tuple(evidence),
+            None,
+            trust.LEVELS[burst.trust],
         )
 
     @abstractmethod
@@ -171,6 +178,9 @@ class PatternRule(Rule):
 
     def group_key(self, event: ParsedEvent) -> str:
         """Like Rule.group_key, with a missing part written as `-` (one event is enough)."""
+        if self._key_part is not None:
+            value = self._key_part(event)
+            return MISSING_KEY_PART if value is None else _text(value)
         parts = [
             _text(v) if (v := g(event)) is not None else MISSING_KEY_PART for g in self._key_parts
         ]

@@ -244,6 +244,7 @@ class Burst:
     total: int
     evidence: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     trust: int = _VERIFIED  # weakest trust rank of the events counted in it so far
+    finding_id: str = ""  # of its rule and key, once asked (see Rule._hit); start never moves
 
 
 class Cooldown:

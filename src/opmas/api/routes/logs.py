@@ -78,7 +78,9 @@ def _http_ingest(request: Request, resources: AppResources) -> HttpIngest:
     ingest: HttpIngest | None = getattr(request.app.state, "http_ingest", None)
     if ingest is None:
         ingest = request.app.state.http_ingest = HttpIngest(
-            resources.bus, resources.settings.ingest
+            resources.bus,
+            resources.settings.ingest,
+            partitions=resources.settings.pipeline.partitions,
         )
     return ingest
 

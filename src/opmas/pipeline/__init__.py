@@ -1,0 +1,1 @@
+"""Pipeline workers: parse, every agent's rules and the event store in one pass per line."""
