@@ -115,7 +115,7 @@ class PipelineSettings(BaseModel):
         10.0, gt=0, description="A worker that stops renewing loses its partitions after this."
     )
     lease_refresh_s: float = Field(
-        2.0, gt=0, description="How often a worker renews its leases and rebalances."
+        3.0, gt=0, description="How often a worker renews its leases and rebalances."
     )
     live_feed: bool = Field(
         False,
@@ -150,7 +150,7 @@ class AgentSettings(BaseModel):
         5.0, gt=0, description="Heartbeat on agents.heartbeat.<name> and in `agents`."
     )
     rule_poll_s: float = Field(
-        2.0, gt=0, description="How often an agent checks `agent_rules` for edits."
+        5.0, gt=0, description="How often an agent checks `agent_rules` for edits."
     )
     max_keys_per_rule: int = Field(
         100_000, ge=1, description="Keys a rule tracks; the least recently seen are evicted."

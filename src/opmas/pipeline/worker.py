@@ -79,6 +79,7 @@ RULE_FAILURES = Counter(
     ["agent"],
 )
 PERMANENT = (msgspec.DecodeError,)
+FETCH_WAIT_S = 2.5  # an idle partition asks again this often (stopping waits as long at most)
 IN_FLIGHT = 4  # fetched sets of a partition being stored at once (acks may come out of order)
 DURABLE_PREFIX = "pipeline-"
 _UNSAFE_KEY = re.compile(r"[^-_=a-zA-Z0-9]")
@@ -246,7 +247,7 @@ class PipelineWorker:
         try:
             async with consumer:
                 while not stop.is_set():
-                    msgs = await consumer.fetch(timeout=1.0)
+                    msgs = await consumer.fetch(timeout=FETCH_WAIT_S)
                     if not msgs:
                         continue
                     try:
