@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import socket
@@ -149,6 +150,7 @@ class PipelineWorker:
                 await stack.enter_async_context(agent)
             await self._leases.open()
             self._stack = stack.pop_all()
+        gc.freeze()  # what start-up loaded (parsers, rules) is never garbage: no collector scans
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
