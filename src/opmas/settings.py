@@ -176,7 +176,12 @@ class IngestSettings(BaseModel):
 
     batch_size: int = Field(1000, ge=1, description="Most lines per bus message on logs.raw.")
     flush_delay_ms: float = Field(
-        20.0, gt=0, description="A partial batch is published after this delay."
+        50.0,
+        gt=0,
+        description=(
+            "Partial batches are published this long after their first line (at most"
+            " partitions / delay bus messages a second)."
+        ),
     )
     max_queued_lines: int = Field(
         50_000, ge=1, description="Lines held before TCP pauses reading and UDP drops."

@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 MAX_NAK_DELAY_S = 60.0
 FOLLOW_UP_S = 0.005  # after the first message of a fetch, how long to wait for the rest
+GATHER_S = 0.05  # the same for consumers whose cost is per batch more than per message
 MAX_HEADER_CHARS = 1000
 
 RECEIVED = Counter("opmas_consumer_received_total", "Messages fetched.", ["durable"])
@@ -162,6 +163,7 @@ class PullConsumer:
         start_time: datetime | None = None,
         permanent: tuple[type[BaseException], ...] = (),
         fetch_timeout_s: float = 1.0,
+        gather_s: float = FOLLOW_UP_S,
     ) -> None:
         if start_time is not None and start_time.tzinfo is None:
             raise ValueError("start_time must be timezone-aware")
@@ -181,6 +183,7 @@ class PullConsumer:
         self._start_time = start_time
         self._permanent = DEFAULT_PERMANENT + permanent
         self._fetch_timeout_s = fetch_timeout_s
+        self._gather_s = gather_s  # after a fetch's first message, how long to wait for more
         self._sub: JetStreamContext.PullSubscription | None = None
 
     def consumer_config(self) -> ConsumerConfig:
@@ -254,7 +257,7 @@ class PullConsumer:
             more = (batch or self._batch) - 1
             if more > 0:
                 with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
-                    msgs += await self._sub.fetch(more, timeout=FOLLOW_UP_S)
+                    msgs += await self._sub.fetch(more, timeout=self._gather_s)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.Error as exc:

@@ -1,11 +1,11 @@
 """Collect received lines into RawBatches and publish them on logs.raw (ingest, last step).
 
 Each line goes to the batch of its device partition (`logs.raw.<partition>`, see
-`opmas.bus.partition`). A partition's batch is sealed at `batch_size` lines; the others are
-sealed `flush_delay` after the first line waiting, or, while a round of publishes waits for
-JetStream, as soon as that round is stored. So under load the messages grow instead of
-multiplying: JetStream with `sync_interval: always` takes about a thousand messages a second
-whatever their size, and each partition's lines of one round travel as one message. Lines
+`opmas.bus.partition`). A partition's batch is sealed at `batch_size` lines; all the others
+`flush_delay` after the first line waiting. So there are at most partitions / flush_delay
+messages a second whatever the rate, and under load they grow instead of multiplying:
+JetStream with `sync_interval: always` stores about a thousand messages a second here,
+whatever their size. Lines
 count as queued (in lines and in bytes) until acknowledged; when either is full, TCP pauses
 and UDP drops (counted).
 """
@@ -91,7 +91,6 @@ class Batcher:
         self._paused: set[Pausable] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
-        self._publishing = False  # a round is waiting for its PubAcks
 
     @property
     def max_line_bytes(self) -> int:
@@ -146,7 +145,7 @@ class Batcher:
         if len(current) >= self._batch_size or size >= self._seal_bytes:
             self._seal_partition(partition)
             self._ready.set()
-        elif self._timer is None and not self._publishing:
+        elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._flush_delay_s, self._seal)
 
     def wait_for_room(self, who: Pausable) -> None:
@@ -207,15 +206,7 @@ class Batcher:
                     self._ready.clear()
                     await self._ready.wait()
                     continue
-                self._publishing = True
-                try:
-                    await self._publish_round(publisher)
-                finally:
-                    self._publishing = False
-                if self._current and not self._sealed:
-                    # what came in while JetStream stored the last round goes out at once,
-                    # in as few messages as there are partitions: the busier, the bigger
-                    self._seal()
+                await self._publish_round(publisher)
         except asyncio.CancelledError:
             if self._queued:
                 log.warning("lines abandoned at stop", lines=self._queued)

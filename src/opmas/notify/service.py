@@ -29,7 +29,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.bus.connect import Bus
-from opmas.bus.consume import Msg, PullConsumer
+from opmas.bus.consume import GATHER_S, Msg, PullConsumer
 from opmas.crypto import SecretKeys
 from opmas.db.engine import session_factory
 from opmas.messages import Finding, finding_decoder
@@ -74,6 +74,7 @@ class Notifier:
             self._bus.subjects.findings_stream,
             DURABLE,
             permanent=(msgspec.DecodeError,),
+            gather_s=GATHER_S,  # one transaction per batch: gather some
         )
         await self._consumer.__aenter__()
         return self

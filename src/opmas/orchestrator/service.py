@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from opmas import trust
 from opmas.bus.connect import Bus
-from opmas.bus.consume import Msg, PullConsumer
+from opmas.bus.consume import GATHER_S, Msg, PullConsumer
 from opmas.bus.publish import Publisher
 from opmas.bus.subjects import ActionState
 from opmas.db.engine import session_factory
@@ -77,8 +77,8 @@ class Orchestrator:
             added = await ensure_default_playbooks(session)
         if added:
             log.info("default playbooks loaded", playbooks=added)
-        self._consumer = PullConsumer(
-            self._bus, self._bus.subjects.findings_stream, DURABLE, batch=256
+        self._consumer = PullConsumer(  # a transaction of ~10 queries per batch: gather some
+            self._bus, self._bus.subjects.findings_stream, DURABLE, batch=256, gather_s=GATHER_S
         )
         await self._consumer.__aenter__()
         return self

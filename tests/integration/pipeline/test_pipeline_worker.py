@@ -300,3 +300,36 @@ async def _fleet(bus: Bus) -> dict[str, Finding]:
     finally:
         await sub.unsubscribe()
     return latest if any(f.count >= 30 for f in latest.values()) else {}
+
+
+async def test_a_redelivered_batch_is_stored_once_and_a_bad_one_dead_lettered(
+    resources: Resources, bus: Bus, database_url: str
+) -> None:
+    """At least once: the same RawBatch twice (a retry with another message id) stores its
+    lines once; a message that is no RawBatch goes to dlq.LOGS_RAW and the rest goes on."""
+    now = time.time()
+    items = [
+        RawLog(new_id(), now, _line(n, "gw-dup"), "tcp", source_ip="192.0.2.1") for n in range(3)
+    ]
+    batch = RawBatch(new_id(), items)
+    subject = bus.subjects.logs_raw_partition(partition_of("gw-dup", PARTITIONS))
+    async with replicas(resources, "w1") as group:
+        (worker,) = group.workers()
+        assert await _eventually(lambda: _owns(worker, PARTITIONS))
+        for msg_id in ("first", "again"):
+            await bus.js.publish(subject, encode(batch), headers={"Nats-Msg-Id": msg_id})
+        await bus.js.publish(subject, b"{not a batch", headers={"Nats-Msg-Id": "bad"})
+        after = [_line(9, "gw-dup")]
+        ids = [item.event_id for item in items] + await _send(bus, after)
+        assert await _eventually(lambda: _stored_all(database_url, ids))
+        dead = await _eventually(lambda: _dead_letters(bus))
+    assert await _stored(database_url, ids) == 4
+    assert [msg.data for msg in dead] == [b"{not a batch"]
+
+
+async def _dead_letters(bus: Bus) -> list[Any]:
+    stream = bus.subjects.dlq_stream.name
+    info = await bus.js.stream_info(stream)
+    if not info.state.messages:
+        return []
+    return [await bus.js.get_msg(stream, seq) for seq in range(1, info.state.last_seq + 1)]
