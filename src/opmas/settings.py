@@ -150,7 +150,7 @@ class AgentSettings(BaseModel):
         5.0, gt=0, description="Heartbeat on agents.heartbeat.<name> and in `agents`."
     )
     rule_poll_s: float = Field(
-        5.0, gt=0, description="How often an agent checks `agent_rules` for edits."
+        2.0, gt=0, description="How often an agent checks `agent_rules` for edits."
     )
     max_keys_per_rule: int = Field(
         100_000, ge=1, description="Keys a rule tracks; the least recently seen are evicted."
