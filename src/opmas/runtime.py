@@ -63,8 +63,18 @@ class ComponentState:
     restarts: int = 0
     last_error: str | None = None
     detail: str | None = None  # what an ACTIVE component offers, e.g. where it listens
+    describe: Callable[[], str | None] | None = field(default=None, repr=False)  # detail now
     fatal: bool = False  # its last error stops the process instead of a restart
     since: float = field(default_factory=time.time)
+
+    def _detail_now(self) -> str | None:
+        """The detail as the component describes itself now (partitions taken since...)."""
+        if self.status is ComponentStatus.ACTIVE and self.describe is not None:
+            try:
+                return self.describe()
+            except Exception:  # a status report must not fail on one component
+                return self.detail
+        return self.detail
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -72,7 +82,7 @@ class ComponentState:
             "status": str(self.status),
             "restarts": self.restarts,
             "last_error": self.last_error,
-            "detail": self.detail,
+            "detail": self._detail_now(),
             "since": self.since,
         }
 
@@ -176,7 +186,9 @@ class Supervisor:
             if stop.is_set():
                 return  # stopped while it was starting: leave it unannounced
             describe = getattr(component, "describe", None)
-            self.states[name].detail = describe() if callable(describe) else None
+            state = self.states[name]
+            state.describe = describe if callable(describe) else None
+            state.detail = describe() if callable(describe) else None
             self._set(name, ComponentStatus.ACTIVE)
             await component.run(stop)
             if not stop.is_set():
