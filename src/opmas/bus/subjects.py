@@ -56,7 +56,7 @@ class Subjects:
 
     @property
     def logs_raw(self) -> str:
-        """Raw lines of no particular partition (read by partition 0's owner)."""
+        """Raw lines of no partition: read by the separate `parser` stage, not the pipeline."""
         return self._subject("logs.raw")
 
     def logs_raw_partition(self, partition: int) -> str:

@@ -230,9 +230,10 @@ class PipelineWorker:
         OWNED.set(len(self._partitions))
 
     def _subjects(self, partition: int) -> list[str]:
-        subjects = self._bus.subjects
-        own = [subjects.logs_raw_partition(partition)]
-        return [*own, subjects.logs_raw] if partition == 0 else own
+        """One subject per consumer: a server before NATS 2.10 ignores a list of filters, and
+        partition 0 would then read every partition. Lines on the bare `logs.raw` (no
+        partition) are read by the separate `parser` stage only."""
+        return [self._bus.subjects.logs_raw_partition(partition)]
 
     async def _consume(self, partition: int, stop: asyncio.Event) -> None:
         start_time = await self._rebuild(partition)
