@@ -30,13 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.agents import registry
 from opmas.agents.fleet import FleetRules, fleet_specs
+from opmas.agents.growth import GrowingFindings
 from opmas.agents.pack import RuleSpec, load_pack
 from opmas.agents.registry import AGENTS
 from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PermanentError, PullConsumer, replay
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError
-from opmas.messages import FORMAT_VERSION, Finding, Signal, encode, signal_batch_decoder
+from opmas.messages import FORMAT_VERSION, Finding, Signal, signal_batch_decoder
 from opmas.settings import AgentSettings
 
 log = structlog.get_logger(__name__)
@@ -77,8 +78,7 @@ class FleetStage:
         self._agent_ids: dict[str, int] = {}
         self._rules = FleetRules(max_keys=settings.max_keys_per_rule)
         self._version: Version | None = None
-        self._pending: dict[str, Finding] = {}  # grown findings not yet republished
-        self._published: dict[str, float] = {}  # finding id -> monotonic time of last publish
+        self._growth = GrowingFindings(bus, max_tracked=settings.max_keys_per_rule)
         self._clock = 0.0  # newest signal time seen (bounded by wall clock + slack)
         self.signals = 0
         self.opened = 0
@@ -137,7 +137,7 @@ class FleetStage:
         if fresh:
             publisher = Publisher(self._bus)
             for finding in fresh:
-                await self._publish(publisher, finding)
+                await self._growth.publish(publisher, finding)
             await publisher.flush()
 
     def fold(self, signals: list[Signal], *, publish: bool) -> list[Finding]:
@@ -154,44 +154,18 @@ class FleetStage:
                 continue
             if hit.new:
                 opened.append(hit.finding)
-                self._pending.pop(hit.finding.finding_id, None)
+                self._growth.opened(hit.finding)
                 OPENED.labels(hit.finding.rule_name).inc()
                 self.opened += 1
             else:
-                self._pending[hit.finding.finding_id] = hit.finding
+                self._growth.grew(hit.finding)
         return opened
-
-    async def _publish(self, publisher: Publisher, finding: Finding) -> None:
-        await publisher.publish(
-            self._bus.subjects.findings(finding.domain),
-            encode(finding),
-            msg_id=f"{finding.finding_id}:{finding.count}",
-        )
-        self._published[finding.finding_id] = time.monotonic()
-        if len(self._published) > 2 * self._settings.max_keys_per_rule:
-            oldest = sorted(self._published, key=self._published.__getitem__)
-            for finding_id in oldest[: len(oldest) // 2]:
-                del self._published[finding_id]
 
     async def _flush_updates(self, *, force: bool = False) -> None:
         """Republish grown findings whose last publication is `update_interval_s` old."""
-        if not self._pending:
-            return
-        now = time.monotonic()
-        interval = self._settings.update_interval_s
-        due = [
-            f
-            for f in self._pending.values()
-            if force or now - self._published.get(f.finding_id, 0.0) >= interval
-        ]
-        if not due:
-            return
-        publisher = Publisher(self._bus)
-        for finding in due:
-            await self._publish(publisher, finding)
-            del self._pending[finding.finding_id]
-        await publisher.flush()
-        UPDATES.inc(len(due))
+        sent = await self._growth.flush(self._settings.update_interval_s, force=force)
+        if sent:
+            UPDATES.inc(sent)
 
     async def _rebuild_windows(self) -> datetime | None:
         """Replay recent signals into the windows; the start time for a durable not yet made."""

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.agents import registry
 from opmas.agents.engine import FindingBook, RuleSet
+from opmas.agents.growth import GrowingFindings
 from opmas.agents.pack import RuleSpec, load_pack
 from opmas.agents.registry import AgentIdentity
 from opmas.agents.rules.types import event_time, parse_iso
@@ -43,7 +44,7 @@ from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PullConsumer, replay
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError, ConfigError
-from opmas.messages import Finding, ParsedEvent, encode, parsed_batch_decoder
+from opmas.messages import Finding, ParsedEvent, parsed_batch_decoder
 from opmas.settings import AgentSettings
 
 log = structlog.get_logger(__name__)
@@ -125,8 +126,7 @@ class DomainAgent:
         self._ruleset = RuleSet()
         self._version: tuple[int, int, datetime | None] | None = None
         self._book = FindingBook(max_open=settings.max_keys_per_rule)
-        self._pending: dict[str, Finding] = {}  # grown findings not yet republished
-        self._published: dict[str, float] = {}  # finding id -> monotonic time of last publish
+        self._growth = GrowingFindings(bus, max_tracked=settings.max_keys_per_rule)
         self._fresh: list[tuple[Finding, float]] = []  # opened in this batch, arrival ts
         self._clock = 0.0  # newest event time seen (bounded by wall clock + slack)
         self._resubscribe = asyncio.Event()
@@ -232,7 +232,7 @@ class DomainAgent:
         """Publish the findings the last `evaluate` calls opened (and growth that is due)."""
         if self._fresh:
             await self._publish_fresh()
-        if self._pending:
+        if self._growth.pending:
             await self._flush_updates()
 
     async def _consume(self, stop: asyncio.Event, start_time: datetime | None) -> None:
@@ -287,7 +287,7 @@ class DomainAgent:
         fresh, self._fresh = self._fresh, []
         publisher = Publisher(self._bus)
         for finding, _ in fresh:
-            await self._publish(publisher, finding)
+            await self._growth.publish(publisher, finding)
         await publisher.flush()
         now = time.time()
         for _, arrival in fresh:
@@ -309,51 +309,19 @@ class DomainAgent:
                     continue
                 if new:
                     self._fresh.append((finding, parse_iso(event.arrival_ts_utc)))
-                    self._pending.pop(finding.finding_id, None)
+                    self._growth.opened(finding)
                     OPENED.labels(self.ident.name, loaded.spec.name).inc()
                     self.opened += 1
                 else:
-                    self._pending[finding.finding_id] = finding
+                    self._growth.grew(finding)
         self.events += len(events)
         EVENTS.labels(self.ident.name).inc(len(events))
 
-    async def _publish(self, publisher: Publisher, finding: Finding) -> None:
-        await publisher.publish(
-            self._bus.subjects.findings(self.ident.domain),
-            encode(finding),
-            msg_id=f"{finding.finding_id}:{finding.count}",
-        )
-        self._published[finding.finding_id] = time.monotonic()
-        if len(self._published) > 2 * self._book.max_open:
-            oldest = sorted(self._published, key=self._published.__getitem__)
-            for finding_id in oldest[: len(oldest) // 2]:
-                del self._published[finding_id]
-
     async def _flush_updates(self, *, force: bool = False) -> None:
         """Republish grown findings whose last publication is `update_interval_s` old."""
-        if not self._pending:
-            return
-        now = time.monotonic()
-        interval = self._settings.update_interval_s
-        due = [
-            f
-            for f in self._pending.values()
-            if force or now - self._published.get(f.finding_id, 0.0) >= interval
-        ]
-        if not due:
-            return
-        for finding in due:  # taken before publishing: another batch may flush meanwhile
-            del self._pending[finding.finding_id]
-        publisher = Publisher(self._bus)
-        try:
-            for finding in due:
-                await self._publish(publisher, finding)
-            await publisher.flush()
-        except BaseException:
-            for finding in due:  # not published: due again next time
-                self._pending.setdefault(finding.finding_id, finding)
-            raise
-        UPDATES.labels(self.ident.name).inc(len(due))
+        sent = await self._growth.flush(self._settings.update_interval_s, force=force)
+        if sent:
+            UPDATES.labels(self.ident.name).inc(sent)
 
     async def _rebuild_windows(self) -> datetime | None:
         """Replay history into the windows; the start time for a durable not yet created."""
