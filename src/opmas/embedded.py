@@ -2,7 +2,9 @@
 
 Both run as children of the OPMAS process, bound to 127.0.0.1, with their data under
 `data_dir`. They get a parent-death signal, so even `kill -9` of OPMAS leaves no server behind;
-an orphan or a stale pid file from an older crash is cleaned up before the next start.
+an orphan or a stale pid file from an older crash is cleaned up before the next start. While
+OPMAS runs, `ServerWatch` reaps a server that died and starts it again (same data, port and
+credentials, with backoff), and keeps `data_dir/servers.json` saying which one is up.
 
 Neither accepts a client without credentials: nats-server has a user `opmas` with a generated
 password, PostgreSQL a role `opmas` (owner of its database, not a superuser); both passwords are
@@ -31,12 +33,15 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self
 
 import psutil
 import structlog
+from prometheus_client import Counter, Gauge
 
 from opmas import instance
 from opmas.errors import EmbeddedError
@@ -52,6 +57,15 @@ PG_APP_ROLE = "opmas"  # what OPMAS connects as: owner of its database, not a su
 PG_ROOT_HOME = Path("/var/lib/opmas")  # clusters of data dirs used as root
 PG_LOCATION_FILE = "postgres.location"
 NATS_USER = "opmas"
+SERVERS_FILE = "servers.json"
+WATCH_S = 1.0  # how often a dead embedded server is looked for
+RESTART_MIN_S = 0.5  # first wait after a failed restart, doubled up to RESTART_MAX_S
+RESTART_MAX_S = 30.0
+
+SERVER_UP = Gauge("opmas_embedded_server_up", "1 while the embedded server runs.", ["server"])
+SERVER_RESTARTS = Counter(
+    "opmas_embedded_server_restarts_total", "Embedded server restarts after it died.", ["server"]
+)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -135,6 +149,10 @@ class _ChildServer:
                 **_as_user(user),
             )
 
+    def exit_code(self) -> int | None:
+        """The return code once the process has ended (reaped here: no zombie), else None."""
+        return None if self.proc is None else self.proc.poll()
+
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():
             return ""
@@ -183,7 +201,7 @@ class EmbeddedPostgres:
         self.port = 0
         self.user = _system_user() if os.geteuid() == 0 else None
         self.pgdata = cluster_dir(root, as_other_user=self.user is not None)
-        self._child = _ChildServer("postgres", root / "postgres.log", signal.SIGINT)
+        self.child = _ChildServer("postgres", root / "postgres.log", signal.SIGINT)
 
     @property
     def url(self) -> str:
@@ -202,7 +220,7 @@ class EmbeddedPostgres:
         return the URL of the role."""
         await asyncio.to_thread(self._prepare)
         _kill_orphan(self.pgdata / "postmaster.pid", str(self.pgdata), signal.SIGINT)
-        self.port = self.settings.postgres_port or free_port()
+        self.port = self.port or self.settings.postgres_port or free_port()  # same on restart
         argv = [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port)]
         argv += ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
         if not self.durable:  # throwaway test servers only
@@ -214,8 +232,8 @@ class EmbeddedPostgres:
                 "-c",
                 "full_page_writes=off",
             ]
-        self._child.spawn(argv, user=self.user)
-        await self._child.wait_until(self._accepts, self.settings.start_timeout_s)
+        self.child.spawn(argv, user=self.user)
+        await self.child.wait_until(self._accepts, self.settings.start_timeout_s)
         await self._bootstrap()
         return self.url
 
@@ -285,7 +303,7 @@ class EmbeddedPostgres:
             pwfile.unlink(missing_ok=True)
 
     async def stop(self) -> None:
-        await self._child.stop()
+        await self.child.stop()
 
     def remove(self) -> None:
         """Delete the cluster, also where it lives outside the data dir (throwaway servers)."""
@@ -330,7 +348,7 @@ class EmbeddedNats:
         self.settings = settings
         self.sync = sync
         self.port = 0
-        self._child = _ChildServer("nats-server", root / "nats-server.log", signal.SIGTERM)
+        self.child = _ChildServer("nats-server", root / "nats-server.log", signal.SIGTERM)
 
     @property
     def url(self) -> str:
@@ -344,7 +362,7 @@ class EmbeddedNats:
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "nats-server.conf"
         _kill_orphan(self.dir / "nats-server.pid", str(config), signal.SIGTERM)
-        self.port = self.settings.nats_port or free_port()
+        self.port = self.port or self.settings.nats_port or free_port()  # same on restart
         password = _read_or_create_secret(self.password_file)
         store = json.dumps(str(self.dir / "jetstream"))
         sync = "sync_interval: always" if self.sync else ""
@@ -356,8 +374,8 @@ class EmbeddedNats:
             f"authorization {{\n  user: {json.dumps(NATS_USER)}\n"
             f"  password: {json.dumps(password)}\n}}\n",
         )
-        self._child.spawn([str(nats_server_binary()), "-c", str(config)])
-        await self._child.wait_until(self._jetstream_ready, self.settings.start_timeout_s)
+        self.child.spawn([str(nats_server_binary()), "-c", str(config)])
+        await self.child.wait_until(self._jetstream_ready, self.settings.start_timeout_s)
         return self.url
 
     async def _jetstream_ready(self) -> None:
@@ -375,7 +393,7 @@ class EmbeddedNats:
             await nc.close()
 
     async def stop(self) -> None:
-        await self._child.stop()
+        await self.child.stop()
 
 
 async def _ignore_error(exc: Exception) -> None:
@@ -503,12 +521,135 @@ async def embedded_services(
                 embedded_nats=nats is not None,
             )
             instance.record(root, endpoints)
-            yield endpoints
+            watch = ServerWatch([s for s in (postgres, nats) if s is not None], root)
+            async with watch.running():
+                yield endpoints
         finally:
             (root / instance.INSTANCE_FILE).unlink(missing_ok=True)
+            (root / SERVERS_FILE).unlink(missing_ok=True)
             for server in (nats, postgres):
                 if server is not None:
                     await server.stop()
+
+
+class EmbeddedServer(Protocol):
+    """What `ServerWatch` needs of an embedded server."""
+
+    child: _ChildServer
+
+    async def start(self) -> str: ...
+
+
+@dataclass
+class ServerState:
+    """One embedded server as `opmas status` shows it (`data_dir/servers.json`)."""
+
+    up: bool = True
+    restarts: int = 0
+    since: float = field(default_factory=time.time)  # when `up` last changed
+    last_exit: str | None = None  # "exit code 1" or "killed by SIGKILL", and when
+    last_error: str | None = None  # why the last start failed, while it is down
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+class ServerWatch:
+    """Reaps an embedded server that died and starts it again: same data, port and
+    credentials, after `backoff` (doubling from RESTART_MIN_S to RESTART_MAX_S while starts
+    fail). Logs once per change (down, back up), counts restarts, and writes the servers'
+    state to `data_dir/servers.json` for `opmas status`. Components reconnect by themselves
+    (nats-py retries for ever, the database pool pre-pings)."""
+
+    def __init__(self, servers: Sequence[EmbeddedServer], root: Path) -> None:
+        self.servers = list(servers)
+        self.path = root / SERVERS_FILE
+        self.states = {s.child.name: ServerState() for s in self.servers}
+        for name in self.states:
+            SERVER_UP.labels(name).set(1)
+        self._write()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        """Watch while the block runs; the watch ends before the servers are stopped."""
+        task = asyncio.create_task(self.run(), name="embedded-server-watch")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run(self) -> None:
+        """Check every WATCH_S (a waitpid each: no busy polling); never returns."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            for server in self.servers:
+                code = server.child.exit_code()
+                if code is not None:
+                    await self._restart(server, code)
+
+    async def _restart(self, server: EmbeddedServer, code: int) -> None:
+        name = server.child.name
+        state = self.states[name]
+        died = time.time()
+        state.up, state.since = False, died
+        state.last_exit = f"{_exit_text(code)} at {datetime.fromtimestamp(died, UTC):%H:%M:%S}Z"
+        SERVER_UP.labels(name).set(0)
+        self._write()
+        log.error("embedded server died, restarting it", server=name, exit=_exit_text(code))
+        delay = RESTART_MIN_S
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                await server.start()
+                break
+            except EmbeddedError as exc:
+                state.last_error = _first_line(str(exc))
+                self._write()
+                if attempts == 1:
+                    log.warning(
+                        "embedded server restart failed, retrying",
+                        server=name,
+                        error=state.last_error,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_S)
+        state.up, state.since, state.last_error = True, time.time(), None
+        state.restarts += 1
+        SERVER_UP.labels(name).set(1)
+        SERVER_RESTARTS.labels(name).inc()
+        self._write()
+        log.info(
+            "embedded server back",
+            server=name,
+            down_s=round(time.time() - died, 1),
+            attempts=attempts,
+        )
+
+    def _write(self) -> None:
+        data = {name: asdict(state) for name, state in self.states.items()}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)
+
+
+def server_states(root: Path) -> dict[str, dict[str, Any]]:
+    """The embedded servers' states written by the `opmas up` running on `root` ({} if none)."""
+    try:
+        data = json.loads((root / SERVERS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
 def _configured(settings: Settings, borrowed: Endpoints | None) -> Endpoints:

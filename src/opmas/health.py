@@ -43,8 +43,9 @@ async def _schema_revision(engine: AsyncEngine) -> str | None:
         return revision
 
 
-async def check_readiness(engine: AsyncEngine, bus: Bus) -> Readiness:
-    """Ask PostgreSQL and NATS, each within a short timeout; never raises."""
+async def check_readiness(engine: AsyncEngine, bus: Bus | None, nats_error: str = "") -> Readiness:
+    """Ask PostgreSQL and NATS, each within a short timeout; never raises. Without a bus
+    (it could not be reached), NATS is down for `nats_error` and the database is still asked."""
     errors: dict[str, str] = {}
     revision: str | None = None
     database = nats = False
@@ -53,9 +54,12 @@ async def check_readiness(engine: AsyncEngine, bus: Bus) -> Readiness:
         database = True
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         errors["database"] = f"{type(exc).__name__}: {exc}"
-    try:
-        await asyncio.wait_for(bus.ping(), CHECK_TIMEOUT_S)
-        nats = True
-    except Exception as exc:  # any failure means "not ready"; the reason is reported
-        errors["nats"] = f"{type(exc).__name__}: {exc}"
+    if bus is None:
+        errors["nats"] = nats_error or "not connected"
+    else:
+        try:
+            await asyncio.wait_for(bus.ping(), CHECK_TIMEOUT_S)
+            nats = True
+        except Exception as exc:  # any failure means "not ready"; the reason is reported
+            errors["nats"] = f"{type(exc).__name__}: {exc}"
     return Readiness(database, nats, revision, migrate.head_revision(), errors)

@@ -156,8 +156,9 @@ async def _connect(
             log.warning("bus disconnected", name=name)
 
     async def on_reconnected() -> None:
-        server = nc.connected_url
-        log.info("bus reconnected", name=name, server=server.netloc if server else None)
+        server = nc.connected_url  # host and port only: the URL's netloc holds the password
+        where = f"{server.hostname}:{server.port}" if server else None
+        log.info("bus reconnected", name=name, server=where)
 
     await nc.connect(
         servers=[url],

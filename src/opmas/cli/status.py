@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -17,7 +18,7 @@ from opmas.bus.connect import NatsAuth, connect_bus
 from opmas.bus.streams import stream_report
 from opmas.cli.context import console, load_settings
 from opmas.db.engine import create_engine
-from opmas.embedded import Endpoints, running_endpoints
+from opmas.embedded import Endpoints, running_endpoints, server_states
 from opmas.errors import OpmasError
 from opmas.health import check_readiness
 from opmas.settings import Settings, secret_value
@@ -51,13 +52,13 @@ async def gather_status(settings: Settings, endpoints: Endpoints) -> dict[str, A
                     {**asdict(s), "consumers": [c._asdict() for c in s.consumers]}
                     for s in await stream_report(bus)
                 ]
-        except OpmasError as exc:
-            readiness = None
-            report["nats_error"] = str(exc)
+        except OpmasError as exc:  # NATS unreachable: the database is still asked
+            readiness = await check_readiness(engine, None, str(exc))
         report["work"] = await work_queue(engine)
     finally:
         await engine.dispose()
-    report["readiness"] = readiness.as_dict() if readiness else {"ready": False, "nats": False}
+    report["readiness"] = readiness.as_dict()
+    report["servers"] = server_states(settings.data_dir.resolve())
     return report
 
 
@@ -101,6 +102,18 @@ def status(
     raise typer.Exit(0 if report["readiness"].get("ready") else 1)
 
 
+def _server_line(name: str, server: dict[str, Any]) -> str:
+    """`postgres (embedded) up, restarted 1 time, last killed by SIGKILL at 10:02:11Z`."""
+    line = f"{name} (embedded)  {_yes(server.get('up'))}"
+    if server.get("restarts"):
+        line += f", restarted {server['restarts']} time(s)"
+    if server.get("last_exit"):
+        line += f", last {escape(str(server['last_exit']))}"
+    if not server.get("up") and server.get("last_error"):
+        line += f"\n  [red]restart failed:[/red] {escape(str(server['last_error']))}"
+    return line
+
+
 def _yes(flag: object) -> str:
     return "[green]up[/green]" if flag else "[red]down[/red]"
 
@@ -112,9 +125,10 @@ def _print(report: dict[str, Any]) -> None:
         f" (head {ready.get('schema_head')})"
     )
     console.print(f"NATS      {_yes(ready.get('nats'))}")
-    for name, error in {**ready.get("errors", {}), "nats": report.get("nats_error")}.items():
-        if error:
-            console.print(f"  [red]{name}:[/red] {error}")
+    for name, error in ready.get("errors", {}).items():
+        console.print(f"  [red]{name}:[/red] {escape(error)}")
+    for name, server in report.get("servers", {}).items():
+        console.print(_server_line(name, server))
     components = Table("host", "pid", "component", "status", "restarts", "detail / last error")
     for process in report["processes"]:
         for comp in process["components"]:
