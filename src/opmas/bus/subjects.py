@@ -31,6 +31,7 @@ class ActionState(StrEnum):
     TIMED_OUT = "timed_out"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    INTERRUPTED = "interrupted"  # its executor stopped mid-run: may or may not have run
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """`opmas actions`: the actions the orchestrator proposed; list, show, approve or reject
-them, retry a failed one. A decision is committed, then published on `actions.<state>` so the
-executor starts at once; `--wait` then follows the action to its outcome.
+them, retry a failed, timed-out or interrupted one. A decision is committed, then published on
+`actions.<state>` so the executor starts at once; `--wait` then follows the action to its
+outcome.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ WaitTimeout = Annotated[
         "--timeout", min=1, help="With --wait: give up after this many seconds (exit 124)."
     ),
 ]
+INTERRUPTED_HINT = (
+    "interrupted: its executor stopped while it ran, so it may or may not have run on the "
+    "router. Nothing runs it again by itself: check the router, then `opmas actions retry ID` "
+    "if it is still needed."
+)
 WAIT_POLL_S = 0.5
 WAIT_TIMED_OUT = 124  # as timeout(1)
 STDERR_TAIL = 5  # lines of stderr shown by --wait
@@ -119,6 +125,9 @@ def list_actions(
         ),
         empty="no actions",
     )
+    interrupted = [str(r["id"]) for r in rows if r["status"] == str(ActionState.INTERRUPTED)]
+    if interrupted:
+        console.print(f"[yellow]{', '.join(interrupted)} {INTERRUPTED_HINT}[/yellow]")
 
 
 async def _action_view(session: AsyncSession, ref: str) -> dict[str, Any]:
@@ -148,6 +157,8 @@ def show(
         return
     history, result, config = view.pop("history"), view.pop("result"), view.pop("action_config")
     render.print_fields(f"action {view['id']}", view)
+    if view["status"] == str(ActionState.INTERRUPTED):
+        console.print(f"[yellow]{INTERRUPTED_HINT.replace('ID', str(view['id']))}[/yellow]")
     if view["action_type"] != "notify" and view.get("evidence_trust") in (None, "untrusted"):
         console.print(
             "[yellow]untrusted evidence:[/yellow] the log lines behind this action came from a "
@@ -206,7 +217,9 @@ def decide(
             except OpmasError as exc:
                 await session.rollback()
                 errors.append(
-                    f"{exc} (only a failed or timed_out one is retried)" if retry else str(exc)
+                    f"{exc} (only a failed, timed_out or interrupted one is retried)"
+                    if retry
+                    else str(exc)
                 )
                 continue
             decided.append(action_id)
@@ -226,14 +239,15 @@ def decide(
         raise typer.Exit(code)
 
 
-Outcome = tuple[int, str | None, dict[str, Any] | None, str | None]  # id, status, result, note
+Outcome = tuple[int, str | None, dict[str, Any] | None, str | None, int]
+# id, status (None: not finished), result, last note, attempts counted on the row
 
 
 async def wait_outcomes(
     session: AsyncSession, action_ids: list[int], timeout_s: float
 ) -> list[Outcome]:
     """Poll until every action reached a final state or `timeout_s` passed; each action's
-    (id, status, result, last note), status None when it had not finished."""
+    (id, status, result, last note, attempts), status None when it had not finished."""
     deadline = time.monotonic() + timeout_s
     final = {str(state) for state in FINAL_STATES}
     done: dict[int, Outcome] = {}
@@ -246,23 +260,24 @@ async def wait_outcomes(
                 IntendedAction.status,
                 IntendedAction.result,
                 IntendedAction.history,
+                IntendedAction.attempts,
             ).where(IntendedAction.id.in_(left))
         )
-        for action_id, status, result, history in rows:
+        for action_id, status, result, history, attempts in rows:
             if status in final:
                 note = history[-1].get("note") if history else None
-                done[action_id] = (action_id, status, result, note)
+                done[action_id] = (action_id, status, result, note, attempts)
         if len(done) == len(action_ids) or time.monotonic() >= deadline:
             break
         await asyncio.sleep(WAIT_POLL_S)
-    return [done.get(i, (i, None, None, None)) for i in action_ids]
+    return [done.get(i, (i, None, None, None, 0)) for i in action_ids]
 
 
 def report_outcomes(outcomes: list[Outcome], timeout_s: float) -> int:
     """Print each outcome (exit status and stderr tail of a failure); the exit code: 0 when
     all succeeded, 124 when one had not finished, else 1."""
     code = 0
-    for action_id, status, result, note in outcomes:
+    for action_id, status, result, note, attempts in outcomes:
         if status is None:
             console.print(
                 f"action {action_id} not finished after {timeout_s:g} s; "
@@ -270,7 +285,8 @@ def report_outcomes(outcomes: list[Outcome], timeout_s: float) -> int:
             )
             code = WAIT_TIMED_OUT
             continue
-        console.print(f"action {action_id} {status}: {_summary(result, note)}", highlight=False)
+        summary = _summary(result, note, attempts)
+        console.print(f"action {action_id} {status}: {summary}", highlight=False, markup=False)
         stderr = str((result or {}).get("stderr") or "").rstrip("\n")
         if status != "succeeded" and stderr:
             for line in stderr.splitlines()[-STDERR_TAIL:]:
@@ -280,7 +296,8 @@ def report_outcomes(outcomes: list[Outcome], timeout_s: float) -> int:
     return code
 
 
-def _summary(result: dict[str, Any] | None, note: str | None) -> str:
+def _summary(result: dict[str, Any] | None, note: str | None, attempts: int) -> str:
+    """One line: exit status, error, attempts (all counted on the row, retries included)."""
     if not result:
         return note or "no result"
     parts = []
@@ -288,8 +305,7 @@ def _summary(result: dict[str, Any] | None, note: str | None) -> str:
         parts.append(f"exit status {result['exit_status']}")
     if result.get("error"):
         parts.append(str(result["error"]))
-    attempts = [a for a in result.get("attempts", []) if a.get("attempt", 0) > 0]
-    parts.append(f"{len(attempts)} attempt(s)")
+    parts.append(f"{attempts} attempt(s)")
     if result.get("duration_s") is not None:
         parts.append(f"{result['duration_s']} s")
     return ", ".join(parts)
@@ -310,8 +326,9 @@ def retry(
     wait: Wait = False,
     timeout: WaitTimeout = 120,
 ) -> None:
-    """Run failed or timed-out actions again: back to approved, kept in their history; the
-    executor makes a new round of attempts (the allowlist is checked again)."""
+    """Run failed, timed-out or interrupted actions again: back to approved, kept in their
+    history; the executor makes a new round of attempts (the allowlist is checked again).
+    Check the router first: an interrupted action may have run already."""
     who = by or render.current_user()
     decide(refs, ActionState.APPROVED, who, "retry", wait_s=_wait(wait, timeout), retry=True)
 

@@ -159,3 +159,9 @@ def _print(report: dict[str, Any]) -> None:
             f" pending), {open_incidents} open incident(s), {failed} action(s) failed,"
             f" {work['notifications'].get('failed', 0)} notification(s) failed"
         )
+        interrupted = work["actions"].get("interrupted", 0)
+        if interrupted:
+            console.print(
+                f"          [yellow]{interrupted} action(s) interrupted[/yellow]: they may or may"
+                " not have run on the router (opmas actions list --status interrupted)"
+            )

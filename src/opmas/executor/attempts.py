@@ -22,6 +22,7 @@ from opmas.errors import ActionError, OpmasError, SecretError
 
 Attempt = Callable[[], Awaitable[dict[str, Any]]]
 Sleep = Callable[[float], Awaitable[None]]
+Before = Callable[[int], Awaitable[bool]]  # the attempt's number, 1-based; False: stop
 PERMANENT: tuple[type[BaseException], ...] = (ActionError, SecretError)
 RETRYABLE: tuple[type[BaseException], ...] = (
     OSError,  # connection refused or reset
@@ -76,13 +77,21 @@ async def run_attempts(
     timeout_s: float,
     backoff_base_s: float,
     sleep: Sleep = asyncio.sleep,
+    before: Before | None = None,
 ) -> Outcome:
-    """Call `attempt` up to `tries` times until it succeeds or fails for good."""
+    """Call `attempt` up to `tries` times until it succeeds or fails for good.
+
+    `before(number)` is awaited ahead of each attempt, outside its timeout: the executor
+    counts the attempt on the action's row there, so a crash mid-attempt leaves it counted.
+    When it returns False the round ends there, with the attempts made so far.
+    """
     records: list[dict[str, Any]] = []
     state = ActionState.FAILED
     for number in range(1, tries + 1):
         if number > 1:
             await sleep(backoff_s(backoff_base_s, number - 1))
+        if before is not None and not await before(number):
+            break
         state, record = await _one(attempt, number, timeout_s)
         records.append(record)
         if state is ActionState.SUCCEEDED or record.get("permanent"):

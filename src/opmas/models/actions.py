@@ -38,6 +38,7 @@ ACTION_STATUSES = (
     "timed_out",
     "rejected",
     "expired",
+    "interrupted",  # its executor stopped while it ran: it may or may not have run
 )
 
 
@@ -146,6 +147,10 @@ class IntendedAction(Timestamps, Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    executor_id: Mapped[str | None] = mapped_column(String(200))  # who claimed the last run
+    heartbeat_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True)
+    )  # its executor's last sign of life while it runs
     lifts_action_id: Mapped[int | None] = mapped_column(
         ForeignKey("intended_actions.id", ondelete="SET NULL")
     )  # an unblock: the block (or ban) it lifts, see `opmas decisions delete`

@@ -242,7 +242,8 @@ async def lift(
     rejected at once if its target is allowlisted; flushed, not committed.
 
     Raises:
-        ActionError: the decision is not active, or is being lifted already.
+        ActionError: the decision is not active, is being lifted already, or its router is no
+            longer a device.
     """
     if decision.state != "active":
         raise ActionError(f"decision {decision.id} is {decision.state}; nothing to lift")
@@ -250,6 +251,10 @@ async def lift(
         raise ActionError(f"decision {decision.id} is being lifted by action {decision.lifting}")
     block = await session.get(IntendedAction, decision.id)
     assert block is not None  # noqa: S101 - just listed
+    if block.device_id is None:
+        raise ActionError(
+            f"decision {decision.id} has no device any more (removed): no router to lift it on"
+        )
     config = lift_config(block.action_config)
     now = datetime.now(UTC)
     at = now.isoformat()

@@ -28,8 +28,13 @@ TRANSITIONS: dict[ActionState, frozenset[ActionState]] = {
     ),
     ActionState.APPROVED: frozenset({ActionState.RUNNING, ActionState.REJECTED}),
     ActionState.RUNNING: frozenset(
-        {ActionState.SUCCEEDED, ActionState.FAILED, ActionState.TIMED_OUT, ActionState.APPROVED}
-    ),  # back to approved: a crashed executor's action is run again
+        {
+            ActionState.SUCCEEDED,
+            ActionState.FAILED,
+            ActionState.TIMED_OUT,
+            ActionState.INTERRUPTED,
+        }
+    ),  # never back to approved by itself: only an operator's retry runs an action again
 }
 FINAL_STATES = frozenset(
     {
@@ -38,10 +43,13 @@ FINAL_STATES = frozenset(
         ActionState.TIMED_OUT,
         ActionState.REJECTED,
         ActionState.EXPIRED,
+        ActionState.INTERRUPTED,
     }
 )
 
-RETRY_SOURCES = frozenset({ActionState.FAILED, ActionState.TIMED_OUT})  # `opmas actions retry`
+RETRY_SOURCES = frozenset(
+    {ActionState.FAILED, ActionState.TIMED_OUT, ActionState.INTERRUPTED}
+)  # `opmas actions retry`
 
 _TIME_COLUMN = {
     ActionState.APPROVED: "decided_at",
@@ -51,6 +59,7 @@ _TIME_COLUMN = {
     ActionState.FAILED: "finished_at",
     ActionState.TIMED_OUT: "finished_at",
     ActionState.EXPIRED: "finished_at",
+    ActionState.INTERRUPTED: "finished_at",
 }
 
 

@@ -4,7 +4,8 @@ router are trusted, and how many actions its router already got this hour.
 Only `ssh_command` and `webhook` actions are gated (they act outside OPMAS); a `notify` step
 only tells people, like the notifier already does for every finding.
 
-- A step on a `discovered` router (seen in logs only) is created `rejected` by `enrolment`.
+- An `ssh_command` step on a `discovered` router (seen in logs only), or on a hostname with
+  no device row at all, is created `rejected` by `enrolment`, the reason in its history.
 - An `auto` step runs at once only when its finding's trust is at least the step's (else the
   playbook's) `auto_min_trust`, `address` when unset; `untrusted` evidence is never auto. Below
   it the action is created `pending` with the reason in its history.
@@ -75,6 +76,8 @@ def step_verdict(
     hold an auto step whose evidence is weaker than its `auto_min_trust`."""
     if not gated(action_type):
         return Verdict()
+    if action_type == "ssh_command" and device_enrolment is None:
+        return Verdict("rejected", "enrolment", no_device_note(hostname))
     if action_type == "ssh_command" and device_enrolment == "discovered":
         note = (
             f"device {hostname} is discovered (seen in logs only), not enrolled: "
@@ -87,6 +90,16 @@ def step_verdict(
         note = f"evidence is {evidence}; auto needs {needed}: waits for approval"
         return Verdict("pending", None, note)
     return Verdict()
+
+
+def no_device_note(hostname: str | None) -> str:
+    """Why an SSH step for a router OPMAS has no device row for is created rejected."""
+    if not hostname:
+        return "no enrolled device: the finding names no router, so there is none to log in to"
+    return (
+        f"no enrolled device for hostname {hostname}: OPMAS logs in only to a router an "
+        f"operator added (opmas devices add {hostname} --ip ADDRESS)"
+    )
 
 
 def proposable(action_type: str, evidence: str, propose_untrusted: bool) -> bool:

@@ -1,8 +1,12 @@
 """Fixtures of the executor tests: a dropbear "router", a device row holding its encrypted
-client key, approved actions written straight to the database, and a running Executor."""
+client key, approved actions written straight to the database, a running Executor, and the
+CLI run in a thread (it has its own event loop) against the test's database and bus."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -11,12 +15,14 @@ from typing import Any
 import asyncssh
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from typer.testing import CliRunner, Result
 
 from opmas.bus.connect import Bus
+from opmas.cli.main import app
 from opmas.crypto import SecretBox
 from opmas.executor.service import Executor
 from opmas.models import Device, Finding, IntendedAction, SshKey
-from opmas.settings import ExecutorSettings, Settings
+from opmas.settings import BusSettings, ExecutorSettings, Settings
 from tests.peers.dropbear import Dropbear
 
 
@@ -137,3 +143,35 @@ async def add_finding(session: AsyncSession) -> Finding:
 async def reload(session: AsyncSession, row: IntendedAction) -> IntendedAction:
     await session.refresh(row)
     return row
+
+
+@pytest.fixture
+def cli(
+    cli_database: str, nats_url: str, bus_settings: BusSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI pointed at the test's database and bus namespace (streams made by `bus`)."""
+    monkeypatch.setenv("OPMAS_NATS_URL", nats_url)
+    monkeypatch.setenv("OPMAS_BUS__NAMESPACE", bus_settings.namespace)
+
+
+async def opmas(*args: str) -> Result:
+    runner = CliRunner()
+    return await asyncio.to_thread(lambda: runner.invoke(app, list(args)))
+
+
+async def opmas_json(*args: str) -> Any:
+    result = await opmas(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@contextlib.asynccontextmanager
+async def running(executor: Executor) -> AsyncIterator[None]:
+    """`executor` dispatching in the background until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(executor.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

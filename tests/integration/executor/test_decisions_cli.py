@@ -4,60 +4,21 @@ against dropbear playing the router: the unblock really runs there. The CLI runs
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
-from typer.testing import CliRunner, Result
 
 from opmas.bus.subjects import ActionState
-from opmas.cli.main import app
 from opmas.executor.service import Executor
 from opmas.models import Device, IntendedAction
-from opmas.settings import BusSettings
-from tests.integration.executor.conftest import add_action, reload
+from tests.integration.executor.conftest import add_action, opmas, opmas_json, reload, running
 from tests.peers.dropbear import Dropbear
 
 pytestmark = pytest.mark.integration
 
 ATTACKER = "198.51.100.7"
 BLOCK = {"template": "nft_block_ip", "args": {"ip": ATTACKER, "timeout": "4h"}}
-
-
-@pytest.fixture
-def cli(
-    cli_database: str, nats_url: str, bus_settings: BusSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The CLI pointed at the test's database and bus namespace (streams made by `bus`)."""
-    monkeypatch.setenv("OPMAS_NATS_URL", nats_url)
-    monkeypatch.setenv("OPMAS_BUS__NAMESPACE", bus_settings.namespace)
-
-
-async def opmas(*args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(lambda: runner.invoke(app, list(args)))
-
-
-async def opmas_json(*args: str) -> Any:
-    result = await opmas(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
-
-
-@contextlib.asynccontextmanager
-async def running(executor: Executor) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(executor.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def _blocked(session: AsyncSession, device: Device, executor: Executor) -> IntendedAction:
@@ -181,4 +142,4 @@ async def test_retry_runs_a_failed_action_again_and_keeps_the_history(
     assert (row.history[2]["by"], row.history[2]["note"]) == ("alice", "retry")
     again = await opmas("actions", "retry", str(action.id))
     assert again.exit_code == 1
-    assert "only a failed or timed_out one is retried" in again.output
+    assert "only a failed, timed_out or interrupted one is retried" in again.output

@@ -143,6 +143,10 @@ async def test_the_gateway_and_dns_server_in_the_routers_own_logs_are_protected(
 async def test_protected_networks_setting_rejects_a_management_address(
     engine: AsyncEngine, bus: Bus, settings: Settings
 ) -> None:
+    async with engine.begin() as conn:  # an enrolled router: enrolment alone does not reject
+        await conn.execute(
+            insert(Device).values(hostname="r1", ip_address="203.0.113.11", enrolment="enrolled")
+        )
     actions = settings.actions.model_copy(update={"protected_networks": ["198.51.100.0/24"]})
     async with Orchestrator(engine, bus, settings.model_copy(update={"actions": actions})) as orch:
         action = await proposal(orch, engine, "198.51.100.9")

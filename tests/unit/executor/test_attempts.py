@@ -76,3 +76,28 @@ async def test_action_errors_are_not_retried() -> None:
 
 def test_backoff_doubles_from_the_base() -> None:
     assert [backoff_s(1.5, n) for n in (1, 2, 3)] == [1.5, 3.0, 6.0]
+
+
+async def test_each_attempt_is_announced_before_it_is_made() -> None:
+    seen: list[tuple[int, int]] = []
+    script = _Script("fail", "ok")
+
+    async def before(number: int) -> bool:
+        seen.append((number, script.calls))  # the calls made before this attempt
+        return True
+
+    outcome = await run_attempts(script, tries=3, timeout_s=0.05, backoff_base_s=0.0, before=before)
+    assert outcome.state is ActionState.SUCCEEDED
+    assert seen == [(1, 0), (2, 1)]
+
+
+async def test_a_refused_announcement_ends_the_round_with_the_attempts_made() -> None:
+    script = _Script("fail")
+
+    async def before(number: int) -> bool:
+        return number < 2  # the action was taken from this executor after attempt 1
+
+    outcome = await run_attempts(script, tries=3, timeout_s=0.05, backoff_base_s=0.0, before=before)
+    assert script.calls == 1
+    assert [a["attempt"] for a in outcome.attempts] == [1]
+    assert outcome.state is ActionState.FAILED
