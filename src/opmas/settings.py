@@ -70,10 +70,34 @@ class BusSettings(BaseModel):
         120, ge=1, description="Window in which a repeated Nats-Msg-Id is dropped."
     )
     max_deliver: int = Field(
-        5, ge=1, description="Deliveries before a message goes to dlq.<stream>."
+        5,
+        ge=1,
+        description=(
+            "Deliveries after which a message whose handling fails with an error that is"
+            " neither transient nor a bad payload (a bug) goes to dlq.<stream>."
+        ),
+    )
+    max_unacked_deliveries: int = Field(
+        20,
+        ge=2,
+        description=(
+            "Deliveries without any outcome (the process died or hung every time) after which"
+            " a message goes to dlq.<stream> unhandled; past `max_deliver` it is handled alone."
+        ),
     )
     ack_wait_s: float = Field(30.0, gt=0, description="Time a consumer has to ack a message.")
     nak_delay_s: float = Field(1.0, ge=0, description="Base redelivery delay after a failure.")
+    hold_min_s: float = Field(
+        0.5, gt=0, description="First retry delay of messages held through a transient failure."
+    )
+    hold_max_s: float = Field(
+        30.0, gt=0, description="Longest retry delay of messages held through a transient failure."
+    )
+    stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A consumer with messages pending and none acked for this long is stalled.",
+    )
     fetch_batch: int = Field(100, ge=1, description="Messages fetched per pull.")
     publish_timeout_s: float = Field(5.0, gt=0, description="Wait for a JetStream PubAck.")
     logs_raw: StreamLimits = StreamLimits()
@@ -193,6 +217,23 @@ class IngestSettings(BaseModel):
     )
     max_inflight_batches: int = Field(
         64, ge=1, description="Batches published and not yet acknowledged by JetStream."
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=65536,
+        description=(
+            "Bytes of sealed syslog batches kept in data_dir/spool/ingest until JetStream"
+            " acknowledges them (they outlive a bus outage and a restart); when full, TCP pauses"
+            " and UDP drops."
+        ),
+    )
+    spool_fsync: bool = Field(
+        True, description="Fsync each spool file before publishing it (survives a power cut)."
+    )
+    http_max_pending_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=65536,
+        description="Bytes of POST /api/v1/logs bodies waiting for JetStream; beyond: 503.",
     )
     max_connections: int = Field(
         10_000, ge=1, description="Open TCP and TLS syslog connections; more are refused."

@@ -15,9 +15,9 @@ from opmas.bus.connect import Bus
 from opmas.bus.partition import by_partition
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError, Conflict
-from opmas.ingest.batcher import HEADER_SLACK, encode_batches
 from opmas.ingest.idempotency import PENDING, IdempotencyStore, Record, record_key, seeded_uuid7
 from opmas.ingest.metrics import PUBLISHED, RECEIVED
+from opmas.ingest.rawbatches import HEADER_SLACK, encode_batches
 from opmas.messages import RawLog, Transport, new_id
 from opmas.settings import IngestSettings
 
@@ -116,7 +116,7 @@ class HttpIngest:
                     chunks = -(-len(group) // size)
                     chunk_id = _chunk_id(batch_id, partition, start // size, len(groups), chunks)
                     chunk = group[start : start + size]
-                    for msg_id, payload in encode_batches(chunk_id, chunk, self._max_payload):
+                    for msg_id, payload, _ in encode_batches(chunk_id, chunk, self._max_payload):
                         subject = subjects.logs_raw_partition(partition)
                         await publisher.publish(subject, payload, msg_id=msg_id)
         finally:

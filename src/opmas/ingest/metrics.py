@@ -46,6 +46,14 @@ QUEUED = Gauge("opmas_ingest_queued_lines", "Lines received and not yet acknowle
 QUEUED_BYTES = Gauge(
     "opmas_ingest_queued_bytes", "Bytes of lines received and not yet acknowledged by the bus."
 )
+SPOOLED = Gauge(
+    "opmas_ingest_spooled_lines", "Lines in the spool, not yet acknowledged by the bus."
+)
+SPOOLED_BYTES = Gauge("opmas_ingest_spooled_bytes", "Bytes of the spool files.")
+SPOOL_LOST = Counter(
+    "opmas_ingest_spool_lost_total",
+    "Lines lost at a stop because the spool was full or not writable, or in a damaged file.",
+)
 SOURCE_DROPPED = Counter(
     "opmas_ingest_source_dropped_total",
     "UDP lines dropped because their source IP sent beyond its rate (source: the IP, or other).",

@@ -1,7 +1,8 @@
 """The `ingest` component: syslog over UDP, TCP and TLS -> RawBatch on logs.raw.
 
-Entering binds the listeners (port 0 picks a free one; `ports` tells which); `run` publishes
-until stopped, then closes the listeners and drains what was received before returning.
+Entering opens the spool (files a previous run left are published first) and binds the
+listeners (port 0 picks a free one; `ports` tells which); `run` publishes until stopped, then
+closes the listeners and publishes or spools what was received before returning.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from opmas.ingest.metrics import (
     Tally,
 )
 from opmas.ingest.peers import PeerMap
+from opmas.ingest.spool import Spool
 from opmas.ingest.syslog_tcp import Connections, SyslogTcpSource, open_stream_server, tls_context
 from opmas.ingest.syslog_udp import SocketDrops, SourceRates, SyslogUdpSource, open_udp
 from opmas.messages import Transport
@@ -37,6 +39,7 @@ from opmas.settings import IngestSettings, Settings
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 1.0
+SPOOL_DIR = Path("spool") / "ingest"  # under data_dir
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,12 @@ class IngestService:
         listen: SyslogListen,
         bus: Bus,
         *,
+        spool_dir: Path,
         enrolled: EnrolledDevices | None = None,
         partitions: int = 1,
     ) -> None:
         self._settings = settings
+        self._spool_dir = spool_dir
         self._partitions = partitions
         self._enrolled = enrolled  # maps TLS client certificates to enrolled devices
         self._listen = listen
@@ -105,6 +110,8 @@ class IngestService:
         self._udp_drops: SocketDrops | None = None
         self._udp_source: SyslogUdpSource | None = None
         self._servers: list[asyncio.Server] = []
+        # what UDP lost since start, for `describe`: queue full, over a source's rate, kernel
+        self.udp_drops = {"queue_full": 0, "source_rate": 0, "kernel": 0}
 
     @classmethod
     def from_settings(
@@ -118,15 +125,27 @@ class IngestService:
             settings.ingest,
             SyslogListen.from_settings(settings),
             bus,
+            spool_dir=settings.data_dir / SPOOL_DIR,
             enrolled=enrolled,
             partitions=settings.pipeline.partitions,
         )
 
     def describe(self) -> str:
-        """Where syslog is received, for `opmas up` and `opmas status`."""
-        return "syslog " + ", ".join(
+        """Where syslog is received, and what waits or was lost, for `opmas up` and
+        `opmas status`."""
+        text = "syslog " + ", ".join(
             f"{transport} {self._listen.host}:{port}" for transport, port in self.ports.items()
         )
+        batcher = self._batcher
+        if batcher is not None and (batcher.spooled or batcher.bus_failing):
+            waiting = "bus not storing" if batcher.bus_failing else "publishing the spool"
+            text += f"; {waiting}: {batcher.spooled} lines spooled"
+        if batcher is not None and batcher.paused:
+            text += f"; {batcher.paused} connections paused (queue full)"
+        if any(self.udp_drops.values()):
+            drops = ", ".join(f"{why} {n}" for why, n in self.udp_drops.items() if n)
+            text += f"; udp lines dropped: {drops}"
+        return text
 
     @property
     def batcher(self) -> Batcher:
@@ -135,7 +154,14 @@ class IngestService:
         return self._batcher
 
     async def __aenter__(self) -> Self:
-        self._batcher = Batcher(self._bus, self._settings, partitions=self._partitions)
+        settings = self._settings
+        spool = Spool(self._spool_dir, settings.spool_max_bytes, fsync=settings.spool_fsync)
+        self._batcher = Batcher(self._bus, settings, spool, partitions=self._partitions)
+        try:
+            self._batcher.open()
+        except OSError as exc:
+            spool.close()
+            raise ConfigError(f"cannot open the ingest spool {self._spool_dir}: {exc}") from exc
         try:
             if self._enrolled is not None:
                 await self._enrolled.__aenter__()
@@ -145,6 +171,7 @@ class IngestService:
             raise ConfigError(f"cannot open the syslog listeners: {exc}") from exc
         except BaseException:
             self._close_listeners()
+            self._batcher.close()
             if self._enrolled is not None:
                 await self._enrolled.__aexit__(None, None, None)
             raise
@@ -155,6 +182,8 @@ class IngestService:
         self._close_listeners()
         self.connections.close_all()
         self.fold()
+        if self._batcher is not None:
+            self._batcher.close()
         if self._enrolled is not None:
             await self._enrolled.__aexit__(None, None, None)
 
@@ -224,7 +253,7 @@ class IngestService:
         finally:
             publishing.cancel()
             self.fold()
-        log.info("ingest stopped", queued=batcher.queued)
+        log.info("ingest stopped", spooled=batcher.spooled, lost=batcher.lost)
 
     def housekeeping(self) -> None:
         """Fold the tally into the metrics, forget full rate buckets and close idle
@@ -232,14 +261,21 @@ class IngestService:
         self.fold()
         self.rates.prune(time.time())
         self.connections.sweep(time.monotonic())
+        self._count_kernel_drops()
+
+    def _count_kernel_drops(self) -> None:
         if self._udp_drops is not None:
-            SOCKET_DROPS.inc(self._udp_drops.new_drops())
+            drops = self._udp_drops.new_drops()
+            self.udp_drops["kernel"] += drops
+            SOCKET_DROPS.inc(drops)
 
     def fold(self) -> None:
         """Move the counts of the hot path into the Prometheus metrics."""
         if self._udp_source is not None:
             self.tally.received[Transport.UDP] += self._udp_source.take_datagrams()
+        self.udp_drops["queue_full"] += self.tally.dropped[Transport.UDP]
         for source, count in self.rates.take_drops():
+            self.udp_drops["source_rate"] += count
             self.tally.dropped[Transport.UDP] += count
             self.source_drops.add(Transport.UDP, source, count)
         self.tally.fold()
@@ -250,9 +286,8 @@ class IngestService:
         for server in self._servers:
             server.close()
         self._servers.clear()
-        if self._udp_drops is not None:
-            SOCKET_DROPS.inc(self._udp_drops.new_drops())
-            self._udp_drops = None
+        self._count_kernel_drops()
+        self._udp_drops = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None

@@ -71,12 +71,14 @@ StartIngest = Callable[..., contextlib.AbstractAsyncContextManager[IngestService
 
 
 @pytest.fixture
-def start_ingest(bus: Bus) -> StartIngest:
-    """`async with start_ingest(listen_field=..., settings_field=...) as service`: running."""
+def start_ingest(bus: Bus, tmp_path: Path) -> StartIngest:
+    """`async with start_ingest(listen_field=..., settings_field=...) as service`: running,
+    with its spool in `spool_dir` (default: the test's own)."""
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[IngestService]:
         enrolled = overrides.pop("enrolled", None)  # an EnrolledDevices, for TLS peer mapping
+        spool_dir = overrides.pop("spool_dir", tmp_path / "spool")
         listen_fields = set(SyslogListen.__dataclass_fields__)
         listen = replace(LOOPBACK, **{k: v for k, v in overrides.items() if k in listen_fields})
         tuning = {"flush_delay_ms": 5} | {
@@ -84,7 +86,8 @@ def start_ingest(bus: Bus) -> StartIngest:
         }
         settings = IngestSettings(**tuning)
         stop = asyncio.Event()
-        async with IngestService(settings, listen, bus, enrolled=enrolled) as service:
+        service = IngestService(settings, listen, bus, spool_dir=spool_dir, enrolled=enrolled)
+        async with service:
             running = asyncio.create_task(service.run(stop))
             try:
                 yield service

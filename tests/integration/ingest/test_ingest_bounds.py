@@ -147,6 +147,7 @@ async def test_the_queue_is_bounded_in_bytes_and_udp_drops_beyond(
     await bus.js.update_stream(config.evolve(max_msgs=1, discard=DiscardPolicy.NEW))
     line = b"<13>" + b"b" * 996  # 1000 bytes
     limits = {"batch_size": 10, "max_queued_lines": 1_000_000, "max_queued_bytes": 65536}
+    limits |= {"spool_max_bytes": 65536}  # the smallest spool: it is full after a few lines
     dropped_before = metric("opmas_ingest_dropped_total", transport="udp")
     async with start_ingest(**limits) as service:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -158,9 +159,11 @@ async def test_the_queue_is_bounded_in_bytes_and_udp_drops_beyond(
         queued_bytes = service.batcher.queued_bytes
         assert 60_000 <= queued_bytes <= 65536 + 1000
         assert service.batcher.queued <= 66
+        spooled = service.batcher.spooled
+        assert spooled <= 100
         service.housekeeping()
         dropped = metric("opmas_ingest_dropped_total", transport="udp") - dropped_before
-        assert dropped >= 500 - 66 - 10
+        assert dropped >= 500 - 66 - 10 - spooled
         await bus.js.update_stream(config.evolve(max_msgs=-1, discard=DiscardPolicy.OLD))
         items = await reader.wait_for(int(500 - dropped))
         for _ in range(100):

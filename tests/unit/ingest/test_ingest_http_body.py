@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from opmas.ingest.batcher import encode_batches
 from opmas.ingest.http_body import (
     PayloadTooLarge,
     Unprocessable,
@@ -18,6 +17,7 @@ from opmas.ingest.http_body import (
     read_body,
 )
 from opmas.ingest.idempotency import record_key, seeded_uuid7
+from opmas.ingest.rawbatches import encode_batches
 from opmas.messages import Flag, RawLog, Transport, raw_batch_decoder
 
 
@@ -120,17 +120,18 @@ def test_encode_batches_splits_until_each_message_fits() -> None:
     items = [RawLog(f"e{i}", 1.0, "x" * 100, Transport.UDP) for i in range(40)]
     messages = encode_batches("b1", items, 1500)
     assert len(messages) > 1
-    assert all(len(payload) <= 1500 for _, payload in messages)
-    decoded = [raw_batch_decoder.decode(payload) for _, payload in messages]
-    assert [m for m, _ in messages] == [d.batch_id for d in decoded]
-    assert all(m.startswith("b1:") for m, _ in messages)
+    assert all(len(payload) <= 1500 for _, payload, _ in messages)
+    decoded = [raw_batch_decoder.decode(payload) for _, payload, _ in messages]
+    assert [m for m, _, _ in messages] == [d.batch_id for d in decoded]
+    assert [n for _, _, n in messages] == [len(d.items) for d in decoded]
+    assert all(m.startswith("b1:") for m, _, _ in messages)
     assert [i.event_id for d in decoded for i in d.items] == [f"e{i}" for i in range(40)]
 
 
 def test_encode_batches_cuts_a_single_line_that_cannot_fit() -> None:
-    [(msg_id, payload)] = encode_batches("b", [RawLog("e", 1.0, "\0" * 4000, "tcp")], 1600)
+    [(msg_id, payload, lines)] = encode_batches("b", [RawLog("e", 1.0, "\0" * 4000, "tcp")], 1600)
     [item] = raw_batch_decoder.decode(payload).items
-    assert msg_id == "b"
+    assert (msg_id, lines) == ("b", 1)
     assert len(item.line) == 200
     assert item.flags == [Flag.TRUNCATED]
 

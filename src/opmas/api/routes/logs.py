@@ -1,4 +1,9 @@
-"""POST /api/v1/logs: a batch of log lines from an HTTP client, answered 202 once on the bus."""
+"""POST /api/v1/logs: a batch of log lines from an HTTP client, answered 202 once on the bus.
+
+Beyond its bounds (bodies being parsed, bytes waiting for the bus) or while the bus is
+disconnected or does not store, a request gets 503 with Retry-After at once: nothing is held
+for it. The NATS client reconnects by itself, and the next request is accepted again.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from opmas.api.auth import CurrentIngestClient
 from opmas.api.deps import AppResources
-from opmas.errors import ApiError, BusError
+from opmas.errors import BusError
 from opmas.ingest.http_body import Unprocessable, parse_body, read_body
 from opmas.ingest.http_publish import HttpIngest
 from opmas.messages import RawLog
@@ -50,10 +55,6 @@ _BODY = {
 }
 
 
-class ServiceUnavailable(ApiError):
-    status_code = 503
-
-
 def _parse_slots(request: Request, resources: AppResources) -> asyncio.Semaphore:
     """Bodies read and parsed at once (`ingest.http_max_parses`): each may hold the whole
     unzipped limit in memory, so beyond them a client is told to come back."""
@@ -65,12 +66,44 @@ def _parse_slots(request: Request, resources: AppResources) -> asyncio.Semaphore
     return slots
 
 
-def _busy(slots: int) -> JSONResponse:
-    detail = f"{slots} bodies are being read (OPMAS_INGEST__HTTP_MAX_PARSES); retry shortly"
+class PendingBytes:
+    """Bytes of bodies parsed and waiting for JetStream's PubAcks, bounded by
+    `ingest.http_max_pending_bytes` (one body alone is always let through)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, nbytes: int) -> bool:
+        if self.held and self.held + nbytes > self.limit:
+            return False
+        self.held += nbytes
+        return True
+
+    def give_back(self, nbytes: int) -> None:
+        self.held -= nbytes
+
+
+def _pending_bytes(request: Request, resources: AppResources) -> PendingBytes:
+    pending: PendingBytes | None = getattr(request.app.state, "pending_bytes", None)
+    if pending is None:
+        pending = request.app.state.pending_bytes = PendingBytes(
+            resources.settings.ingest.http_max_pending_bytes
+        )
+    return pending
+
+
+def _unavailable(detail: str) -> JSONResponse:
     return JSONResponse(
         {"error": "ServiceUnavailable", "detail": detail},
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _busy(slots: int) -> JSONResponse:
+    return _unavailable(
+        f"{slots} bodies are being read (OPMAS_INGEST__HTTP_MAX_PARSES); retry shortly"
     )
 
 
@@ -113,6 +146,8 @@ async def post_logs(
     settings = resources.settings
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise Unprocessable(f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if not resources.bus.nc.is_connected:
+        return _unavailable("the bus is unreachable (reconnecting); retry shortly")
     slots = _parse_slots(request, resources)
     if slots.locked():
         return _busy(settings.ingest.http_max_parses)
@@ -128,6 +163,11 @@ async def post_logs(
     if client.device is not None:  # a device-bound token speaks for that router only
         for item in items:
             item.bound_hostname = client.device
+    pending = _pending_bytes(request, resources)
+    if not pending.take(len(body)):
+        return _unavailable(
+            "too many bytes wait for the bus (OPMAS_INGEST__HTTP_MAX_PENDING_BYTES); retry shortly"
+        )
     try:
         accepted = await ingest.accept(
             items,
@@ -137,7 +177,9 @@ async def post_logs(
             idempotency_key=idempotency_key,
         )
     except BusError as exc:
-        raise ServiceUnavailable(f"the bus did not store the batch; retry ({exc})") from exc
+        return _unavailable(f"the bus did not store the batch; retry ({exc})")
+    finally:
+        pending.give_back(len(body))
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
     return JSONResponse(
         {"accepted": accepted.accepted, "batch_id": accepted.batch_id},
