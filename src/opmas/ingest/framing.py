@@ -2,7 +2,8 @@
 
 Three framings are recognised per frame, so a connection may mix them: LF-terminated,
 NUL-terminated (OpenWRT logd with `log_trailer_null`) and RFC 6587 octet counting
-(`<len> <msg>`, chosen when a frame starts with a digit run and a space).
+(`<len> <msg>`, chosen when a frame starts with a digit run, a space and the `<` of a PRI: a
+line that starts with a number, `12 packets dropped`, stays a delimited line).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from opmas.messages import Flag, RawLog, new_id
 
 __all__ = ["MAX_OCTET_COUNT", "Frame", "Framer", "cut_utf8", "decode_line", "raw_logs"]
 
-LF, NUL, CR = 0x0A, 0x00, 0x0D
+LF, NUL, CR, LT = 0x0A, 0x00, 0x0D, 0x3C
 DIGIT_0, DIGIT_9 = 0x30, 0x39
 MAX_COUNT_DIGITS = 9
 MAX_OCTET_COUNT = 64 * 1024 * 1024
@@ -44,7 +45,7 @@ class Framer:
     bytes never exceed `max_message` plus a count prefix. Empty frames are skipped.
     """
 
-    __slots__ = ("_buf", "_discard", "_max", "_skip", "framing_errors")
+    __slots__ = ("_buf", "_delimited", "_discard", "_max", "_skip", "framing_errors")
 
     def __init__(self, max_message: int) -> None:
         if max_message < 1:
@@ -53,6 +54,7 @@ class Framer:
         self._buf = b""
         self._skip = 0  # bytes of an oversize octet-counted frame still to discard
         self._discard = False  # discarding an oversize delimited frame up to its delimiter
+        self._delimited = False  # the held bytes start a frame already read as delimited
         self.framing_errors = 0  # octet counts that were zero or absurd
 
     @property
@@ -66,6 +68,8 @@ class Framer:
         out: list[Frame] = []
         n, pos = len(buf), 0
         next_lf = next_nul = -2  # cached delimiter positions: -2 unknown, -1 none left
+        judged = self._delimited  # so a count is judged (and counted as an error) once
+        self._delimited = False
         while pos < n:
             if self._skip:
                 take = min(self._skip, n - pos)
@@ -77,7 +81,7 @@ class Framer:
                 if c in (LF, NUL, CR):
                     pos += 1
                     continue
-                if DIGIT_0 <= c <= DIGIT_9:
+                if DIGIT_0 <= c <= DIGIT_9 and not judged:
                     octet = self._octet_frame(buf, pos, out)
                     if octet == -1:
                         break  # wait for more bytes
@@ -95,6 +99,8 @@ class Framer:
                     self._discard = True
                 if self._discard:
                     pos = n
+                else:
+                    self._delimited = True
                 break
             if self._discard:
                 self._discard = False
@@ -103,6 +109,7 @@ class Framer:
             else:
                 out.append((buf[pos:end].rstrip(b"\r"), False))
             pos = end + 1
+            judged = False
         self._buf = buf[pos:] if pos < n else b""
         return out
 
@@ -122,6 +129,10 @@ class Framer:
             self.framing_errors += 1
             return -2
         start = space + 1
+        if start >= n:
+            return -1
+        if buf[start] != LT:
+            return -2  # `12 packets dropped`: a line that starts with a number, not a count
         take = min(length, self._max)
         if n - start < take:
             return -1
@@ -136,13 +147,23 @@ class Framer:
     def close(self) -> list[Frame]:
         """The last, unterminated frame when the connection ends (a cut octet frame: truncated)."""
         rest, self._buf = self._buf, b""
+        delimited, self._delimited = self._delimited, False
         if self._skip or self._discard or not rest:
             return []
         head, sep, body = rest.partition(b" ")
-        if sep and head.isdigit() and 0 < int(head) <= MAX_OCTET_COUNT and head[0] != DIGIT_0:
+        if (
+            not delimited
+            and sep
+            and body[:1] == b"<"
+            and head.isdigit()
+            and 0 < int(head) <= MAX_OCTET_COUNT
+            and head[0] != DIGIT_0
+        ):
             body = cut_utf8(body).rstrip(_TRAILER)
             return [(body, True)] if body else []
         rest = rest.rstrip(_TRAILER)
+        if len(rest) > self._max:  # digits held while waiting for a count's space
+            return [(cut_utf8(rest[: self._max]), True)]
         return [(rest, False)] if rest else []
 
 

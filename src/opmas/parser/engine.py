@@ -276,7 +276,9 @@ class ParserEngine:
                 key = (hostname or raw.source_ip, program, header.pid)
                 self._join(parser, key, fields, pattern, trace)
         if header.structured_data:
-            fields["structured_data"] = header.structured_data
+            fields["sd"] = header.structured_data
+        if header.sd_dropped:
+            fields["sd_dropped"] = header.sd_dropped
         if claimed is not None:
             fields["claimed_hostname"] = claimed
         if invalid_host is not None:

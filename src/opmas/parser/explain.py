@@ -47,6 +47,7 @@ class Explanation:
     joined: dict[str, object]
     event: ParsedEvent
     trust_reason: str = ""
+    sd: dict[str, dict[str, str]] = field(default_factory=dict)  # RFC 5424 structured data
 
     @property
     def domain(self) -> str:
@@ -58,10 +59,22 @@ class Explanation:
         """The event's structured fields."""
         return self.event.structured_fields
 
+    def _structured_data(self) -> list[str]:
+        """RFC 5424 structured data, one `[SD-ID] name="value"` line per element (repr-escaped:
+        the values are the sender's)."""
+        if not self.sd:
+            return []
+        lines = ["  structured data:"]
+        for sd_id, params in self.sd.items():
+            shown = " ".join(f"{name}={value!r}" for name, value in params.items())
+            lines.append(f"    [{sd_id}] {shown}".rstrip())
+        return lines
+
     def render(self) -> str:
         """A plain-text report for a terminal."""
         lines = [f"line:          {self.line!r}", f"header format: {self.header_format}"]
         lines += [f"  {key}: {value!r}" for key, value in self.header.items() if value]
+        lines += self._structured_data()
         lines += [f"parser:        {self.parser_name}", f"why:           {self.reason}"]
         for index, outcome in self.tried:
             lines.append(f"  pattern {index}: {outcome}")
@@ -99,7 +112,9 @@ def build(line: str, trace: Trace, event: ParsedEvent) -> Explanation:
             "program": header.program,
             "pid": header.pid,
             "msgid": header.msgid,
+            "version": header.version,
             "invalid_pri": header.invalid_pri,
+            "sd_dropped": header.sd_dropped,
         }
     return Explanation(
         line=line,
@@ -114,6 +129,7 @@ def build(line: str, trace: Trace, event: ParsedEvent) -> Explanation:
         joined=dict(trace.joined),
         event=event,
         trust_reason=trace.trust,
+        sd=dict(header.structured_data or {}) if header is not None else {},
     )
 
 

@@ -47,11 +47,21 @@ _FRAGMENT = re.compile(rf"{_FACSEV}:? ")
 _DMESG = re.compile(r"\[\s*\d+\.\d+\]")
 _LUCI = re.compile(rf"\[(?P<ts>[^\]]{{4,60}})\] {_FACSEV}:? ")
 _TAG = re.compile(r"([^\s\[\]:]{0,64})(?:\[([^\]\s]{0,32})\])?:(?: |$)")
+# One SD-ELEMENT as far as the header needs to know: brackets around anything with quoted
+# strings (escapes exist only inside them: `[\]` is an element whose SD-ID is `\`);
+# parse_sd checks each element against the RFC grammar.
+_SD_LOOSE = r'\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\]'
+_SD_LOOSE_ELEMENT = re.compile(_SD_LOOSE)
+# VERSION is any 1 to 3 digits not starting with 0 (RFC 5424 §6); only 1 is defined so far,
+# and a later one is read the same way rather than left unparsed. Fields longer than the RFC
+# allows (APP-NAME 48, PROCID 128, MSGID 32, HOSTNAME 255) make the line not RFC 5424.
 _RFC5424 = re.compile(
-    r"1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+) "
-    r'(?P<sd>-|(?:\[(?:[^\]"\\]|\\.|"(?:[^"\\]|\\.)*")*\])+)(?: (?P<msg>.*))?\Z',
+    r"(?P<version>[1-9]\d{0,2}) (?P<ts>\S{1,64}) (?P<host>\S{1,255}) (?P<app>\S{1,48})"
+    rf" (?P<procid>\S{{1,128}}) (?P<msgid>\S{{1,32}}) (?P<sd>-|(?:{_SD_LOOSE})+)"
+    r"(?: (?P<msg>.*))?\Z",
     re.DOTALL,
 )
+_PROCID = re.compile(r"[0-9]{1,10}(?::[0-9]{1,10})?")
 _TAG_TAIL = r"([^\s:\[\]]{0,64})(?:\[(\d{1,10})\])?:(?: |$)(.*)"
 # Fast paths for the two forms OpenWRT sends most (logd remote syslog, logread files):
 # one regex, one groups() call. Anything unusual falls through to the general code.
@@ -74,8 +84,14 @@ FAST_LOCAL = re.compile(
     rf"([^\s:\[\]]{{0,64}})(?:\[([0-9]{{1,10}})\])?:(?: |$)(.*)",
     re.DOTALL,
 )
-_SD_ELEMENT = re.compile(r'\[([^\s\]=]+)((?:\s+[^\s=\]]+="(?:[^"\\]|\\.)*")*)\s*\]')
-_SD_PARAM = re.compile(r'([^\s=\]]+)="((?:[^"\\]|\\.)*)"')
+# RFC 5424 §6.3: SD-ID and PARAM-NAME are 1 to 32 printable ASCII characters but `=`, space,
+# `]` and `"`; inside PARAM-VALUE only `\"`, `\\` and `\]` are escapes.
+_SD_NAME = r"[!#-<>-\\^-~]{1,32}"
+_SD_ELEMENT = re.compile(rf'\[({_SD_NAME})((?: {_SD_NAME}="(?:[^"\\]|\\.)*")*) ?\]')
+_SD_PARAM = re.compile(rf' ({_SD_NAME})="((?:[^"\\]|\\.)*)"')
+MAX_SD_ELEMENTS = 16
+MAX_SD_PARAMS = 32  # per element
+MAX_SD_VALUE = 1024  # characters of one PARAM-VALUE, after unescaping
 _SD_UNESCAPE = re.compile(r"\\([\"\\\]])")
 # Hostnames kept as sent: RFC 1123 labels (1 to 63 letters, digits, inner hyphens) plus `_`,
 # which OpenWRT users put in names; anything else (spaces, control characters, `<>`) is not one.
@@ -101,6 +117,8 @@ class Header(msgspec.Struct, gc=False):
     invalid_pri: bool = False
     msgid: str | None = None
     structured_data: dict[str, dict[str, str]] | None = None
+    sd_dropped: int = 0  # SD elements or parameters left out, or values cut (see parse_sd)
+    version: int | None = None  # RFC 5424 VERSION
 
 
 def valid_hostname(text: str) -> bool:
@@ -194,7 +212,7 @@ def _slow(line: str) -> Header:
     if not (token.isascii() and token.isdigit()) or int(token) > MAX_PRI:
         return _after_pri(rest, None, True)
     pri = int(token)
-    if rest[:2] == "1 ":
+    if "1" <= rest[:1] <= "9" and " " in rest[1:5]:
         match = _RFC5424.match(rest)
         if match is not None:
             return _rfc5424(match, pri)
@@ -304,8 +322,10 @@ def _levels(pri: int | None, facsev: re.Match[str] | None) -> tuple[str | None, 
 
 
 def _program(tag: re.Match[str]) -> tuple[str, str | None]:
+    """The tag's program and PID: `monit[2340:0]` is monit with PID `2340:0` (pid:thread);
+    brackets holding anything else stay in the name (`banIP-[0.2.0]`, a version)."""
     name, pid = tag.group(1), tag.group(2)
-    if pid is None or (pid.isascii() and pid.isdigit()):
+    if pid is None or _PROCID.fullmatch(pid) is not None:
         return name, pid
     return f"{name}[{pid}]", None
 
@@ -316,9 +336,14 @@ def _rfc5424(match: re.Match[str], pri: int) -> Header:
 
     stamp = nil(match.group("ts"))
     message = match.group("msg") or ""
+    if message[:1] == " ":
+        # rsyslog relaying an RFC 3164 line keeps the space that followed its tag in MSG
+        # (`... dropbear 1234 - -  Bad password`): drop one, so it reads like the original.
+        message = message[1:]
     if message[:1] == "\ufeff":
         message = message[1:]
-    sd = match.group("sd")
+    sd_text = match.group("sd")
+    sd, dropped = (None, 0) if sd_text == "-" else parse_sd(sd_text)
     return Header(
         "rfc5424",
         message,
@@ -332,15 +357,52 @@ def _rfc5424(match: re.Match[str], pri: int) -> Header:
         pri,
         False,
         nil(match.group("msgid")),
-        None if sd == "-" else parse_structured_data(sd),
+        sd or None,
+        dropped,
+        int(match.group("version")),
     )
 
 
 def parse_structured_data(text: str) -> dict[str, dict[str, str]]:
-    """RFC 5424 STRUCTURED-DATA as `{sd-id: {param: value}}` with escapes undone."""
+    """RFC 5424 STRUCTURED-DATA as `{sd-id: {param: value}}` with escapes undone (parse_sd)."""
+    return parse_sd(text)[0]
+
+
+def parse_sd(text: str) -> tuple[dict[str, dict[str, str]], int]:
+    """RFC 5424 STRUCTURED-DATA as `{sd-id: {param: value}}`, and how much was left out.
+
+    `\\"`, `\\\\` and `\\]` in a value are undone; any other backslash stays as sent. The
+    first element of an SD-ID wins: RFC 5424 forbids a repeated SD-ID, and a later one (a
+    relay's, or a forgery) neither overwrites nor merges into the first, it is left out. Left
+    out and counted too: elements that break the grammar (an SD-ID or PARAM-NAME over 32
+    characters, spaces, `=`, `"` or `]` in a name), elements past MAX_SD_ELEMENTS, parameters
+    past MAX_SD_PARAMS; values longer than MAX_SD_VALUE characters are cut (also counted).
+    A PARAM-NAME repeated inside one element (the RFC allows it) keeps its first value; the
+    others are counted.
+    """
     elements: dict[str, dict[str, str]] = {}
-    for element in _SD_ELEMENT.finditer(text):
-        params = elements.setdefault(element.group(1), {})
-        for param in _SD_PARAM.finditer(element.group(2)):
-            params[param.group(1)] = _SD_UNESCAPE.sub(r"\1", param.group(2))
-    return elements
+    dropped = 0
+    for loose in _SD_LOOSE_ELEMENT.finditer(text):
+        element = _SD_ELEMENT.fullmatch(loose.group())
+        sd_id = element.group(1) if element is not None else None
+        if sd_id is None or sd_id in elements or len(elements) >= MAX_SD_ELEMENTS:
+            dropped += 1
+            continue
+        params: dict[str, str] = {}
+        for param in _SD_PARAM.finditer(element.group(2)) if element is not None else ():
+            name = param.group(1)
+            if name in params:
+                dropped += 1
+                continue
+            if len(params) >= MAX_SD_PARAMS:
+                dropped += 1
+                continue
+            value = param.group(2)
+            if "\\" in value:
+                value = _SD_UNESCAPE.sub(r"\1", value)
+            if len(value) > MAX_SD_VALUE:
+                value = value[:MAX_SD_VALUE]
+                dropped += 1
+            params[name] = value
+        elements[sd_id] = params
+    return elements, dropped

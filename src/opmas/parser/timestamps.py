@@ -9,10 +9,9 @@ text, so a stream costs a dict lookup per line, not a date parse.
 
 from __future__ import annotations
 
-import calendar
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _MONTHS = {
     name: number
@@ -141,18 +140,19 @@ class TimeResolver:
             return None, *anywhen
         year, rest = parts[0], parts[1:]
         if year is not None:
-            epoch = _epoch(year, rest)
-            return (None if epoch is None else _iso(epoch)), *anywhen
+            moment = _moment(year, rest)
+            return (None if moment is None else _iso(moment)), *anywhen
         arrival_year = datetime.fromtimestamp(arrival_ts, UTC).year
         hi = math.inf  # the arrival from which a later year's candidate would be allowed
         for candidate in range(arrival_year + 1, arrival_year - _YEARS_BACK, -1):
-            epoch = _epoch(candidate, rest)
-            if epoch is None:
+            moment = _moment(candidate, rest)
+            if moment is None:
                 continue
+            epoch = moment.timestamp()
             if epoch - FUTURE_LIMIT_S > arrival_ts:
                 hi = epoch - FUTURE_LIMIT_S
                 continue
-            return _iso(epoch), epoch - FUTURE_LIMIT_S, hi
+            return _iso(moment), epoch - FUTURE_LIMIT_S, hi
         return None, arrival_ts, arrival_ts + 1.0
 
     def parts(self, kind: str, text: str) -> Parts | None:
@@ -203,16 +203,20 @@ def _zone(text: str | None) -> int | None:
     return _ZONES.get(text)
 
 
-def _epoch(year: int, rest: tuple[int, int, int, int, int, int, int]) -> float | None:
+def _moment(year: int, rest: tuple[int, int, int, int, int, int, int]) -> datetime | None:
+    """The UTC instant of the fields, or None when they name no day or fall outside years
+    1..9999 once the zone is applied (`9999-12-31T23:59:59-14:00`)."""
     month, day, hour, minute, second, micro, zone = rest
     try:
-        datetime(year, month, day, hour, minute, second)  # noqa: DTZ001 - validates fields only
-    except ValueError:
+        written = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+        return written - timedelta(minutes=zone)
+    except (ValueError, OverflowError):
         return None
-    base = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    return base - zone * 60 + micro / 1_000_000
 
 
-def _iso(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
+def _iso(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and a 4-digit year (`0042-…`, as fromisoformat reads)."""
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )

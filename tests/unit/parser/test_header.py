@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from opmas.parser.header import normalize_level, parse_header, parse_structured_data
+from opmas.messages import RawLog
+from opmas.parser import ParserEngine
+from opmas.parser.header import (
+    MAX_SD_ELEMENTS,
+    MAX_SD_PARAMS,
+    MAX_SD_VALUE,
+    normalize_level,
+    parse_header,
+    parse_sd,
+    parse_structured_data,
+)
+from tests.unit.parser.conftest import ARRIVAL
 
 
 @pytest.mark.parametrize(
@@ -189,3 +200,136 @@ def test_a_tag_with_a_non_numeric_bracket_keeps_it_in_the_program_name() -> None
 )  # fmt: skip
 def test_level_names_normalize_to_syslog_names(text: str | None, level: str | None) -> None:
     assert normalize_level(text) == level
+
+
+RELAYED_DROPBEAR = (
+    "<38>1 2026-11-21T10:00:01+00:00 OpenWrt-R1 dropbear 1234 - -  "
+    "Bad password attempt for 'root' from 198.51.100.7:52114"
+)  # rsyslog RSYSLOG_SyslogProtocol23Format: MSG keeps the space after the RFC 3164 tag
+
+
+def test_an_rsyslog_relayed_rfc5424_message_loses_the_space_kept_after_the_tag() -> None:
+    header = parse_header(RELAYED_DROPBEAR)
+    assert header.message == "Bad password attempt for 'root' from 198.51.100.7:52114"
+    assert (header.hostname, header.program, header.pid) == ("OpenWrt-R1", "dropbear", "1234")
+
+
+def test_a_relayed_dropbear_line_parses_exactly_like_the_direct_one() -> None:
+    engine = ParserEngine.from_dirs()
+    direct = engine.parse(
+        RawLog("d", ARRIVAL, "<38>Nov 21 10:00:01 OpenWrt-R1 dropbear[1234]: "
+               "Bad password attempt for 'root' from 198.51.100.7:52114", "udp")
+    )  # fmt: skip
+    relayed = engine.parse(RawLog("r", ARRIVAL, RELAYED_DROPBEAR, "tcp"))
+    assert relayed.structured_fields == direct.structured_fields
+    assert relayed.structured_fields["ip"] == "198.51.100.7"
+    assert relayed.structured_fields["event"] == "ssh_bad_password"
+    assert (relayed.parser_name, relayed.message, relayed.hostname) == (
+        direct.parser_name,
+        direct.message,
+        "OpenWrt-R1",
+    )
+
+
+def test_only_the_space_after_the_tag_is_dropped_from_an_rfc5424_message() -> None:
+    direct = parse_header("<14>Nov 21 10:00:01 host app:   indented")  # tag, then 3 spaces
+    relayed = parse_header("<14>1 - host app - - -    indented")  # SP, then MSG "   indented"
+    assert relayed.message == direct.message == "  indented"
+
+
+@pytest.mark.parametrize("version", ["1", "2", "9", "10", "99", "999"])
+def test_any_one_to_three_digit_rfc5424_version_is_read(version: str) -> None:
+    header = parse_header(f"<14>{version} 2026-11-21T10:00:01Z host app 7 ID - hello")
+    assert header.format == "rfc5424"
+    assert header.version == int(version)
+    assert (header.hostname, header.program, header.pid, header.msgid) == ("host", "app", "7", "ID")
+    assert header.message == "hello"
+
+
+@pytest.mark.parametrize("version", ["0", "01", "1000"])
+def test_a_version_outside_the_grammar_is_not_rfc5424(version: str) -> None:
+    line = f"<14>{version} 2026-11-21T10:00:01Z host app 7 ID - hello"
+    header = parse_header(line)
+    assert header.format == "rfc3164"
+    assert header.pri == 14
+    assert header.message == line[4:]
+
+
+def test_a_pid_thread_procid_is_the_pid_not_part_of_the_program() -> None:
+    header = parse_header("<30>Nov 21 10:00:01 host monit[2340:0]: 'wan' is up")
+    assert (header.program, header.pid, header.message) == ("monit", "2340:0", "'wan' is up")
+
+
+@pytest.mark.parametrize(
+    ("tag", "program", "pid"),
+    [("monit[2340:0]:", "monit", "2340:0"), ("app[12]:", "app", "12"),
+     ("banIP-[0.2.0]:", "banIP-[0.2.0]", None), ("x[1:2:3]:", "x[1:2:3]", None),
+     ("x[:1]:", "x[:1]", None)],
+)  # fmt: skip
+def test_brackets_hold_a_pid_only_when_it_is_digits_or_pid_colon_thread(
+    tag: str, program: str, pid: str | None
+) -> None:
+    header = parse_header(f"Nov 21 10:00:01 host {tag} m")
+    assert (header.program, header.pid) == (program, pid)
+
+
+def test_structured_data_escapes_decode_and_other_backslashes_stay() -> None:
+    sd = parse_structured_data(r'[x@1 a="close \] quote \" slash \\ other \n"]')
+    assert sd == {"x@1": {"a": 'close ] quote " slash \\ other \\n'}}
+
+
+def test_a_backslash_outside_a_value_is_part_of_a_name_not_an_escape() -> None:
+    """Found by hypothesis: `[\\]` is an element with SD-ID `\\` (escapes exist only inside
+    PARAM-VALUE); the header took `\\]` for an escape and read the line as RFC 3164."""
+    header = parse_header('<14>1 1970-01-01T00:00:00Z h app - - [\\][a\\b k="v"] msg')
+    assert header.format == "rfc5424"
+    assert header.structured_data == {"\\": {}, "a\\b": {"k": "v"}}
+    assert header.message == "msg"
+
+
+def test_a_repeated_sd_id_keeps_the_first_element_and_counts_the_rest() -> None:
+    sd, dropped = parse_sd('[origin ip="10.0.0.1"][meta a="1"][origin ip="6.6.6.6" x="y"]')
+    assert sd == {"origin": {"ip": "10.0.0.1"}, "meta": {"a": "1"}}
+    assert dropped == 1
+
+
+def test_structured_data_is_bounded() -> None:
+    many = "".join(f'[e{i} p="v"]' for i in range(MAX_SD_ELEMENTS + 5))
+    sd, dropped = parse_sd(many)
+    assert list(sd) == [f"e{i}" for i in range(MAX_SD_ELEMENTS)]
+    assert dropped == 5
+    params = " ".join(f'p{i}="v"' for i in range(MAX_SD_PARAMS + 3))
+    sd, dropped = parse_sd(f"[e {params}]")
+    assert len(sd["e"]) == MAX_SD_PARAMS
+    assert dropped == 3
+    sd, dropped = parse_sd(f'[e big="{"x" * (MAX_SD_VALUE + 10)}"]')
+    assert sd["e"]["big"] == "x" * MAX_SD_VALUE
+    assert dropped == 1
+
+
+@pytest.mark.parametrize(
+    "element", ['[' + "n" * 33 + ' a="1"]', '[id ' + "n" * 33 + '="1"]', '[id a=1]', '[id a="1"x]'],
+)  # fmt: skip
+def test_an_element_outside_the_rfc_grammar_is_left_out_and_counted(element: str) -> None:
+    sd, dropped = parse_sd(element + '[ok a="1"]')
+    assert sd == {"ok": {"a": "1"}}
+    assert dropped == 1
+
+
+def test_structured_data_goes_into_the_event_and_explain() -> None:
+    engine = ParserEngine.from_dirs()
+    line = (
+        '<30>1 2026-11-21T10:00:04Z router myapp 42 ID47 [ex@32473 iut="3" '
+        'src="App \\"q\\" \\] \\\\"][ex@32473 iut="dup"][origin ip="192.0.2.1"] event'
+    )
+    event = engine.parse(RawLog("e", ARRIVAL, line, "tcp"))
+    sd = {"ex@32473": {"iut": "3", "src": 'App "q" ] \\'}, "origin": {"ip": "192.0.2.1"}}
+    assert event.structured_fields["sd"] == sd
+    assert event.structured_fields["sd_dropped"] == 1
+    assert event.message == "event"
+    explained = engine.explain(line, ARRIVAL)
+    assert explained.sd == sd
+    text = explained.render()
+    assert "  structured data:\n    [ex@32473] iut='3' src='App \"q\" ] \\\\'\n" in text
+    assert "    [origin] ip='192.0.2.1'" in text
+    assert "  sd_dropped: 1" in text

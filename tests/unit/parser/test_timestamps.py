@@ -129,3 +129,22 @@ def test_seconds_resolved_from_their_minute_match_the_general_reading(day: str) 
         arrival = moment - 86_400 + rng.uniform(-90, 90)
         got = resolver.resolve("bsd", stamp, arrival)
         assert got == reference._resolve("bsd", stamp, arrival)[0], (stamp, arrival)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z"),  # was `1-01-01…`: the store failed
+        ("0999-06-01T12:00:00.5Z", "0999-06-01T12:00:00.500Z"),
+        ("9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z"),  # was .998 (float epoch)
+        ("9999-12-31T23:59:59-14:00", None),  # was an OverflowError: a parse_error event
+        ("0001-01-01T00:00:00+14:00", None),
+    ],
+)
+def test_years_one_to_9999_keep_four_digits_and_beyond_is_none(
+    stamp: str, expected: str | None
+) -> None:
+    result = TimeResolver().resolve("iso", stamp, 1795300000.0)
+    assert result == expected
+    if result is not None:
+        assert datetime.fromisoformat(result).year == int(stamp[:4])
