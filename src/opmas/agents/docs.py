@@ -61,9 +61,9 @@ By type, also: THRESHOLD `threshold`, `window_s`, `group_by` (and `distinct: FIE
 distinct values); PATTERN `unless_preceded_by: {conditions: [...], within_s: N}`; CORRELATION
 `steps: [{name, conditions, min_count}]`, `join_on`, `window_s`; STATISTICAL `bucket_s`,
 `z_threshold`, `warmup_buckets`, `min_count`; MACHINE_LEARNING `novelty: template|key`,
-`learning_s`, `learning_events`, `group_s` (see "Novelty findings" below); FLEET `threshold`,
-`min_routers`, `window_s`, `group_by` (see "Fleet rules" below). `domains: [...]` makes a rule
-read several domains. The rules below are examples of each.
+`learning_s`, `learning_events`, `group_s`, `hold_s` (see "Novelty findings" below); FLEET
+`threshold`, `min_routers`, `window_s`, `group_by` (see "Fleet rules" below). `domains: [...]`
+makes a rule read several domains. The rules below are examples of each.
 """
 
 
@@ -123,6 +123,13 @@ has never shown before. They are information (`info`), never alerts:
   rule learns during its own first `learning_s` seconds and `learning_events` events. A
   handful of lines is no vocabulary: without the count, each program of a short file reported
   its next kinds as new.
+- Order: a new kind is judged `hold_s` seconds (15) after it is first met, and the
+  occurrence with the earliest event time met meanwhile is the one judged: reported on its
+  router, or learned silently when it falls in the learning time. A pipeline worker evaluates
+  its partitions' messages in the order it fetched them, so a replayed day can show router B's
+  evening before router A's morning; the hold makes the result that of event-time order as
+  long as the partitions are less than `hold_s` apart. A restart within the hold of a new kind
+  loses its finding (held kinds are not saved with the templates).
 - Grouping: the new templates of one router and program within `group_s` (an hour) make one
   finding keyed `hostname|program` (a key rule: `hostname`), opened by the first of them and
   updated as more come, like a THRESHOLD burst. `details.templates` (or `details.keys`) lists

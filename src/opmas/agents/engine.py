@@ -177,6 +177,16 @@ class RuleSet:
         """Drop every rule's state that ended before `now` (event time); returns keys dropped."""
         return sum(loaded.rule.expire(now) for loaded in self.rules)
 
+    def due(
+        self, now: float, *, flush: bool = False
+    ) -> list[tuple[LoadedRule, RuleHit, ParsedEvent]]:
+        """The hits rules held back until monotonic time `now` (all with `flush`)."""
+        return [
+            (loaded, hit, event)
+            for loaded in self.rules
+            for hit, event in loaded.rule.due(now, flush=flush)
+        ]
+
     def state_size(self) -> tuple[int, int]:
         """(keys held, keys evicted) over every rule."""
         keys = evicted = 0

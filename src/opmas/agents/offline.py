@@ -21,9 +21,10 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from opmas.agents.engine import FindingBook, RuleSet
+from opmas.agents.engine import FindingBook, LoadedRule, RuleSet
 from opmas.agents.fleet import FleetEvaluator
 from opmas.agents.pack import RuleSpec
+from opmas.agents.rules.types import RuleHit
 from opmas.errors import ConfigError
 from opmas.messages import Finding, ParsedEvent, RawLog
 from opmas.parser.engine import ParserEngine
@@ -178,6 +179,8 @@ def run_lines(
         report.events += _evaluate(
             events, ruleset, book, fleet, out, report.matches, default_hostname
         )
+        _release(ruleset.due(time.monotonic()), book, out)
+    _release(ruleset.due(time.monotonic(), flush=True), book, out)
     for finding in fleet.finish():
         out.opened(finding)
     report.matches.update(fleet.matches)
@@ -214,6 +217,17 @@ def _evaluate(
             for finding in observe(event):
                 opened(finding)
     return parsed
+
+
+def _release(
+    held: list[tuple[LoadedRule, RuleHit, ParsedEvent]], book: FindingBook, out: _Output
+) -> None:
+    """Fold the hits rules held back (novelty's `hold_s`) like those of `_evaluate`."""
+    for loaded, hit, event in held:
+        spec = loaded.spec
+        finding, new = book.fold(spec, hit, event, spec.domain or "other")
+        if new:
+            out.opened(finding)
 
 
 class _Output:

@@ -116,6 +116,7 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     learning_events: int | None = None  # per program (key novelty: per rule), with learning_s
     group_s: float | None = None  # new templates of one router and program within it: 1 finding
     novelty: Literal["template", "key"] | None = None
+    hold_s: float | None = None  # MACHINE_LEARNING: how long a new kind waits for an earlier one
     examples: list[str] = []
     # set by the loader
     path: str | None = None
@@ -363,6 +364,7 @@ _ONLY: dict[str, tuple[str, ...]] = {
     "group_s": ("MACHINE_LEARNING",),
     "unless_preceded_by": ("PATTERN",),
     "novelty": ("MACHINE_LEARNING",),
+    "hold_s": ("MACHINE_LEARNING",),
 }
 
 
@@ -386,7 +388,7 @@ def _check_type_fields(spec: RuleSpec, fail: Any) -> None:
         value = getattr(spec, key)
         if value is not None and not value > 0:
             fail(f"{key!r} must be positive", key)
-    for key in ("cooldown_s", "learning_s", "learning_events"):
+    for key in ("cooldown_s", "learning_s", "learning_events", "hold_s"):
         if getattr(spec, key) is not None and getattr(spec, key) < 0:
             fail(f"{key!r} must not be negative", key)
     if spec.unless_preceded_by is not None:
@@ -471,6 +473,7 @@ def build_rule(spec: RuleSpec, *, max_keys: int = DEFAULT_MAX_KEYS) -> Rule:
         max_templates=max(max_keys, 1000),
         learning_events=spec.learning_events or 0,
         group_s=spec.group_s or GROUP_S,
+        hold_s=spec.hold_s or 0.0,
     )
 
 

@@ -35,11 +35,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.agents import registry
-from opmas.agents.engine import FindingBook, RuleSet
+from opmas.agents.engine import FindingBook, LoadedRule, RuleSet
 from opmas.agents.growth import GrowingFindings
 from opmas.agents.pack import RuleSpec, load_pack
 from opmas.agents.registry import AgentIdentity
-from opmas.agents.rules.types import event_time, parse_iso
+from opmas.agents.rules.types import RuleHit, event_time, parse_iso
 from opmas.bus.connect import Bus
 from opmas.bus.consume import Msg, PullConsumer, replay
 from opmas.bus.publish import Publisher
@@ -226,6 +226,8 @@ class DomainAgent:
 
     async def _tick(self) -> None:
         self._ruleset.expire(self._clock)
+        if self.release_held():
+            await self.publish_pending()
         await self._flush_updates()
 
     async def publish_pending(self) -> None:
@@ -260,6 +262,8 @@ class DomainAgent:
                 msgs = await consumer.fetch(timeout=0.25)
                 if msgs:
                     await consumer.process(msgs, self.handle)
+                if self.release_held():
+                    await self._publish_fresh()
                 await self._flush_updates()
                 if time.monotonic() - last_expire >= 1.0:
                     last_expire = time.monotonic()
@@ -295,7 +299,7 @@ class DomainAgent:
 
     def evaluate(self, events: Sequence[ParsedEvent], *, publish: bool) -> None:
         """Run the rules over events; with `publish`, queue the findings they open or grow."""
-        ruleset, book, domain = self._ruleset, self._book, self.ident.domain
+        ruleset = self._ruleset
         ceiling = time.time() + FUTURE_SLACK_S
         for event in events:
             if event.hostname is None:
@@ -304,18 +308,29 @@ class DomainAgent:
             if ceiling > ts > self._clock:
                 self._clock = ts
             for loaded, hit in ruleset.evaluate(event):
-                finding, new = book.fold(loaded.spec, hit, event, domain)
-                if not publish:
-                    continue
-                if new:
-                    self._fresh.append((finding, parse_iso(event.arrival_ts_utc)))
-                    self._growth.opened(finding)
-                    OPENED.labels(self.ident.name, loaded.spec.name).inc()
-                    self.opened += 1
-                else:
-                    self._growth.grew(finding)
+                self._fold(loaded, hit, event, publish=publish)
         self.events += len(events)
         EVENTS.labels(self.ident.name).inc(len(events))
+
+    def release_held(self, *, flush: bool = False) -> int:
+        """Fold the hits rules held back whose time is up (novelty: `hold_s`) and queue their
+        findings; `publish_pending` sends them. Returns how many."""
+        released = self._ruleset.due(time.monotonic(), flush=flush)
+        for loaded, hit, event in released:
+            self._fold(loaded, hit, event, publish=True)
+        return len(released)
+
+    def _fold(self, loaded: LoadedRule, hit: RuleHit, event: ParsedEvent, *, publish: bool) -> None:
+        finding, new = self._book.fold(loaded.spec, hit, event, self.ident.domain)
+        if not publish:
+            return
+        if new:
+            self._fresh.append((finding, parse_iso(event.arrival_ts_utc)))
+            self._growth.opened(finding)
+            OPENED.labels(self.ident.name, loaded.spec.name).inc()
+            self.opened += 1
+        else:
+            self._growth.grew(finding)
 
     async def _flush_updates(self, *, force: bool = False) -> None:
         """Republish grown findings whose last publication is `update_interval_s` old."""

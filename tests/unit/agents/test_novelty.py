@@ -4,6 +4,7 @@ program within an hour are one finding that lists them."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -319,3 +320,75 @@ def test_key_novelty_learns_during_the_rules_first_learning_events() -> None:
 def test_invalid_grouping_options_are_rejected(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         NoveltyRule("bad", **options)  # type: ignore[arg-type]
+
+
+def held_rule() -> NoveltyRule:
+    return NoveltyRule("novel_template", learning_s=3600, hold_s=15)
+
+
+def on(host: str, message: str, ts: float, program: str = "dropbear") -> ParsedEvent:
+    return make_event(ts=ts, hostname=host, process_name=program, message=message)
+
+
+def test_a_held_kind_is_reported_on_the_router_that_logged_it_first_in_event_time() -> None:
+    rule = held_rule()
+    # evaluated out of event-time order, as two partitions can be
+    assert run(rule, [on("gw-b", "routine start", T0), on("gw-b", "odd thing", T0 + 7200)]) == []
+    assert run(rule, [on("gw-a", "odd thing", T0 + 5000)]) == []
+    assert rule.due(time.monotonic()) == []  # not yet: held for hold_s
+    ((hit, event),) = rule.due(float("inf"))
+    assert (hit.key, event.hostname, hit.event_ts) == ("gw-a|dropbear", "gw-a", T0 + 5000)
+    assert hit.details == {"novelty": "template", "templates": ["odd thing"]}
+    assert rule.due(float("inf"), flush=True) == []  # released once
+
+
+def test_a_held_kind_met_earlier_in_the_learning_time_is_learned_silently() -> None:
+    rule = held_rule()
+    assert run(rule, [on("gw-b", "routine start", T0), on("gw-b", "odd thing", T0 + 7200)]) == []
+    assert run(rule, [on("gw-a", "odd thing", T0 + 600)]) == []  # the first hour: learning
+    assert rule.due(0.0, flush=True) == []
+
+
+def test_without_a_hold_a_new_kind_is_reported_at_once() -> None:
+    rule = NoveltyRule("novel_template", learning_s=3600)
+    assert run(rule, [on("gw-b", "routine start", T0)]) == []
+    (hit,) = run(rule, [on("gw-b", "odd thing", T0 + 7200)])
+    assert hit.key == "gw-b|dropbear"
+    assert rule.due(0.0, flush=True) == []
+
+
+def test_a_held_key_moves_to_its_earliest_occurrence_too() -> None:
+    rule = NoveltyRule(
+        "new_mac", group_by=["mac_address"], novelty="key", learning_s=3600, hold_s=15
+    )
+
+    def lease(host: str, mac: str, ts: float) -> ParsedEvent:
+        message = f"DHCPACK(br-lan) 192.168.1.2 {mac}"
+        return make_event(ts=ts, hostname=host, message=message, mac_address=mac)
+
+    assert run(rule, [lease("gw-b", "aa:00:00:00:00:01", T0)]) == []
+    assert run(rule, [lease("gw-b", "aa:00:00:00:00:09", T0 + 9000)]) == []
+    assert run(rule, [lease("gw-a", "aa:00:00:00:00:09", T0 + 4000)]) == []
+    ((hit, event),) = rule.due(0.0, flush=True)
+    assert (hit.key, event.hostname) == ("gw-a", "gw-a")
+    assert hit.details == {"novelty": "key", "keys": ["aa:00:00:00:00:09"]}
+
+
+def test_hold_s_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="hold_s must not be negative"):
+        NoveltyRule("x", hold_s=-1)
+
+
+def test_the_first_learning_events_are_counted_in_event_time_when_a_hold_ends() -> None:
+    rule = NoveltyRule("novel_template", learning_s=60, learning_events=30, hold_s=15)
+    # gw-a's partition first: its 3 messages are not 30, yet its 2nd hour is past them all ...
+    assert run(rule, [on("gw-a", "routine start", T0), on("gw-a", "odd thing", T0 + 7200)]) == []
+    # ... once the other partition's 40 messages of the first hour are met
+    assert run(rule, [on("gw-b", f"routine tick {i}", T0 + 60 + i) for i in range(40)]) == []
+    ((hit, event),) = rule.due(0.0, flush=True)
+    assert (hit.key, event.message) == ("gw-a|dropbear", "odd thing")
+    # a kind met among the program's first 30 messages in event time is learned silently
+    late = NoveltyRule("novel_template", learning_s=60, learning_events=30, hold_s=15)
+    assert run(late, [on("gw-a", "routine start", T0), on("gw-a", "odd thing", T0 + 7200)]) == []
+    assert run(late, [on("gw-b", f"routine tick {i}", T0 + 7300 + i) for i in range(40)]) == []
+    assert late.due(0.0, flush=True) == []

@@ -24,13 +24,24 @@ to the fleet): the rule learns silently during its own first `learning_s` second
 `learning_events` events, then new keys are grouped the same way, one finding per router per
 `group_s` listing them (`details.keys`).
 
+With `hold_s`, a new template or key is not reported at once but held that long (processing
+time), and the occurrence with the earliest event time while it is held is the one judged:
+reported on its router, or learned silently if it falls in the learning time. A pipeline
+worker evaluates the sets of messages of its partitions in the order they were fetched, not
+in event time, so a kind first logged by one router can be evaluated after the same kind
+logged later by another; the hold makes the finding the same as in event-time order as long
+as the partitions are less than `hold_s` apart. `due` gives the held hits whose time is up.
+
 State is bounded by `max_templates` (least recently matched evicted, counted) and can be
-exported and loaded as plain JSON-able data.
+exported and loaded as plain JSON-able data (held occurrences are not: a restart within
+`hold_s` of a new kind misses its info finding).
 """
 
 from __future__ import annotations
 
+import heapq
 import re
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -145,11 +156,45 @@ class Template:
 
 
 @dataclass(slots=True)
+class Held:
+    """A new template or key waiting `hold_s` for an occurrence with an earlier event time."""
+
+    text: str  # the template as first met (not as it generalised meanwhile), or the key
+    key: str  # the program (novelty="key": the key)
+    event: ParsedEvent  # the earliest occurrence so far
+    ts: float  # its event time
+    since: float  # monotonic time it was first held
+
+
+@dataclass(slots=True)
 class NoveltyGroup:
     """The new templates (or keys) of one router and program within `group_s`: one finding."""
 
     burst: Burst
     items: list[str] = field(default_factory=list)  # the first `max_listed`, in order
+
+
+def _note_time(early: list[float], ts: float, k: int) -> None:
+    """Keep the `k` smallest event times met in `early` (negated, a heap)."""
+    if k <= 0:
+        return
+    if len(early) < k:
+        heapq.heappush(early, -ts)
+    elif -early[0] > ts:
+        heapq.heapreplace(early, -ts)
+
+
+def _among_first(early: list[float], ts: float, k: int) -> bool:
+    """Whether `ts` is among the first `k` event times met (all are, while fewer are met)."""
+    return k > 0 and (len(early) < k or ts <= -early[0])
+
+
+def _heap(times: object) -> list[float]:
+    if not isinstance(times, list):
+        raise TypeError("event times must be a list")
+    heap = [-float(t) for t in times]
+    heapq.heapify(heap)
+    return heap
 
 
 def _anchor(token: str) -> bool:
@@ -191,8 +236,14 @@ class NoveltyRule(Rule):
         group_s: float = GROUP_S,
         max_listed: int = MAX_LISTED,
         evidence_limit: int = 20,
+        hold_s: float = 0.0,
     ) -> None:
         super().__init__(name, conditions, group_by, evidence_limit)
+        if hold_s < 0:
+            raise ConfigError(f"rule {name!r}: hold_s must not be negative")
+        self.hold_s = float(hold_s)
+        # id of a template (novelty="key": the key) -> its held occurrence, oldest hold first
+        self._held: dict[int | str, Held] = {}
         if not 0 < similarity <= 1:
             raise ConfigError(f"rule {name!r}: similarity must be in (0, 1]")
         if max_templates < 1:
@@ -225,7 +276,10 @@ class NoveltyRule(Rule):
         # key -> event time its first message was seen (bounded like the templates)
         self._first_seen: OrderedDict[str, float] = OrderedDict()
         # key -> messages seen, up to learning_events (bounded like the templates)
-        self._counts: OrderedDict[str, int] = OrderedDict()
+        # key -> the event times of its first `learning_events` messages in event-time order
+        # (the smallest met so far, negated: a heap whose top is the latest of them)
+        self._early: OrderedDict[str, list[float]] = OrderedDict()
+        self._rule_early: list[float] = []  # novelty="key": the same over the rule
         # "hostname|program" (novelty="key": hostname) -> its open group, least recent first
         self._groups: OrderedDict[str, NoveltyGroup] = OrderedDict()
         # (key, masked tokens) -> its template: most messages repeat a known shape exactly
@@ -275,15 +329,21 @@ class NoveltyRule(Rule):
 
     def learn(self, key: str, message: str, ts: float) -> Template | None:
         """Fold a message into the key's templates; returns the template if it is new."""
+        template, new = self._fold(key, message, ts)
+        return template if new else None
+
+    def _fold(self, key: str, message: str, ts: float) -> tuple[Template | None, bool]:
+        """The template the message folds into (None for an empty message), and whether it
+        is new."""
         tokens = self._tokens(message)
         if not tokens:
-            return None
+            return None, False
         shape = (key, tokens)
         known = self._shapes.get(shape)
         if known is not None and self._lru.get(id(known)) is known:  # seen this exact shape
             known.count += 1
             self._lru.move_to_end(id(known))
-            return None
+            return known, False
         if len(self._shapes) >= SHAPE_CACHE:
             self._shapes.clear()
         groups = self._index.setdefault(key, {})
@@ -301,11 +361,11 @@ class NoveltyRule(Rule):
             best.count += 1
             self._lru.move_to_end(id(best))
             self._shapes[shape] = best
-            return None
+            return best, False
         template = Template(key=key, tokens=list(tokens), first_seen=ts)
         self._add(template, group)
         self._shapes[shape] = template
-        return template
+        return template, True
 
     def _add(self, template: Template, group: list[Template]) -> None:
         group.append(template)
@@ -313,6 +373,7 @@ class NoveltyRule(Rule):
         while len(self._lru) > self.max_templates:
             _, old = self._lru.popitem(last=False)
             self._unindex(old)
+            self._held.pop(id(old), None)
             self.evicted += 1
 
     def _unindex(self, template: Template) -> None:
@@ -332,32 +393,80 @@ class NoveltyRule(Rule):
         ts = event_time(event)
         if self.novelty == "key":
             return self._new_key(key, ts, event)
-        learning = self._learning(key, ts)
-        template = self.learn(key, event.message, ts)
+        self._note(key, ts)
+        template, new = self._fold(key, event.message, ts)
         self.seen_events += 1
-        if template is None or learning or self.seen_events <= self.warmup_events:
+        if template is None:
             return []
+        if not new:
+            self._earlier(id(template), event, ts)
+            return []
+        first = self._first_seen.get(key, ts)
+        if self.seen_events <= self.warmup_events or ts < first + self.learning_s:
+            return []  # learned silently (an earlier first message only makes that surer)
+        return self._new(id(template), template.text, key, event, ts)
+
+    def _new(
+        self, ident: int | str, text: str, key: str, event: ParsedEvent, ts: float
+    ) -> list[RuleHit]:
+        """The hit of a new template or key: now, or once `hold_s` has passed (`due`)."""
+        held = Held(text, key, event, ts, time.monotonic())
+        if self.hold_s:
+            self._held[ident] = held
+            return []
+        hit = self._judged(held)
+        return [] if hit is None else [hit]
+
+    def _earlier(self, ident: int | str, event: ParsedEvent, ts: float) -> None:
+        """A held template or key seen again: an occurrence with an earlier event time takes
+        its place (whether it falls in the learning is judged when the hold ends)."""
+        held = self._held.get(ident)
+        if held is not None and ts < held.ts:
+            held.event, held.ts = event, ts
+
+    def _judged(self, held: Held) -> RuleHit | None:
+        """The hit of a held kind, or None if it turned out to fall in the learning: before
+        the end of the learning time of the earliest message met since, or among the first
+        `learning_events` messages in event time of those met since (other partitions'
+        messages met meanwhile count, as in event-time order)."""
+        if self._learning_at(held.key, held.ts):
+            return None
+        event = held.event
         host = event.hostname or MISSING_KEY_PART
-        group = f"{host}{KEY_SEPARATOR}{key}"
-        return [self._grouped(group, template.text, ts, event.event_id, trust.rank(event.trust))]
+        group = host if self.novelty == "key" else f"{host}{KEY_SEPARATOR}{self.group_key(event)}"
+        return self._grouped(group, held.text, held.ts, event.event_id, trust.rank(event.trust))
+
+    def due(self, now: float, *, flush: bool = False) -> list[tuple[RuleHit, ParsedEvent]]:
+        """The held hits whose `hold_s` has passed at monotonic time `now` (all with `flush`),
+        each with the event it reports, in the order they were held."""
+        released: list[tuple[RuleHit, ParsedEvent]] = []
+        while self._held:
+            ident, held = next(iter(self._held.items()))
+            if not flush and now - held.since < self.hold_s:
+                break
+            del self._held[ident]
+            hit = self._judged(held)
+            if hit is not None:
+                released.append((hit, held.event))
+        return released
 
     def _new_key(self, key: str, ts: float, event: ParsedEvent) -> list[RuleHit]:
         self.seen_events += 1
         if self._rule_first is None or ts < self._rule_first:
             self._rule_first = ts
+        _note_time(self._rule_early, ts, max(self.warmup_events, self.learning_events))
         if key in self._keys:
             self._keys.move_to_end(key)
+            self._earlier(key, event, ts)
             return []
         self._keys[key] = None
         if len(self._keys) > self.max_templates:
-            self._keys.popitem(last=False)
+            old, _ = self._keys.popitem(last=False)
+            self._held.pop(old, None)
             self.evicted += 1
-        if ts < self._rule_first + self.learning_s or self.seen_events <= max(
-            self.warmup_events, self.learning_events
-        ):
-            return []
-        group = event.hostname or MISSING_KEY_PART
-        return [self._grouped(group, key, ts, event.event_id, trust.rank(event.trust))]
+        if ts < self._rule_first + self.learning_s:
+            return []  # learned silently (an earlier first event only makes that surer)
+        return self._new(key, key, key, event, ts)
 
     def _grouped(
         self, group_key: str, item: str, ts: float, event_id: str, trust_rank: int
@@ -384,23 +493,38 @@ class NoveltyRule(Rule):
         listed = "keys" if self.novelty == "key" else "templates"
         return replace(hit, details={"novelty": self.novelty, listed: list(group.items)})
 
-    def _learning(self, key: str, ts: float) -> bool:
-        """Whether the program is still learned silently at `ts` (counting this message)."""
+    def _learning_at(self, key: str, ts: float) -> bool:
+        """Whether a message of `key` at `ts` falls in the learning, as far as the messages
+        met so far tell: before the end of the learning time, or among the first
+        `learning_events` in event time (novelty="key": the rule's, `key` unused)."""
+        if self.novelty == "key":
+            first = self._rule_first if self._rule_first is not None else ts
+            k = max(self.warmup_events, self.learning_events)
+            return ts < first + self.learning_s or _among_first(self._rule_early, ts, k)
+        first = self._first_seen.get(key, ts)
+        if ts < first + self.learning_s:
+            return True
+        early = self._early.get(key)
+        return bool(self.learning_events) and (
+            early is None or _among_first(early, ts, self.learning_events)
+        )
+
+    def _note(self, key: str, ts: float) -> None:
+        """Note a message of the program at `ts`: its first time, its first messages."""
         first = self._first_seen.get(key)
         if first is None:
-            first = self._first_seen[key] = ts
+            self._first_seen[key] = ts
             if len(self._first_seen) > self.max_templates:
                 self._first_seen.popitem(last=False)
         elif ts < first:
-            first = self._first_seen[key] = ts
-        if not self.learning_events:
-            return ts < first + self.learning_s
-        seen = self._counts.get(key, 0)
-        if seen <= self.learning_events:  # counted up to one past: enough to know it is over
-            self._counts[key] = seen = seen + 1
-            if len(self._counts) > self.max_templates:
-                self._counts.popitem(last=False)
-        return ts < first + self.learning_s or seen <= self.learning_events
+            self._first_seen[key] = ts
+        if self.learning_events:
+            early = self._early.get(key)
+            if early is None:
+                early = self._early[key] = []
+                if len(self._early) > self.max_templates:
+                    self._early.popitem(last=False)
+            _note_time(early, ts, self.learning_events)
 
     def expire(self, now: float) -> int:
         """Forget groups that closed before `now` (event time); returns how many."""
@@ -414,7 +538,7 @@ class NoveltyRule(Rule):
         return dropped
 
     def state_size(self) -> tuple[int, int]:
-        return len(self._lru) + len(self._keys) + len(self._groups), self.evicted
+        return len(self._lru) + len(self._keys) + len(self._groups) + len(self._held), self.evicted
 
     def seed(self, messages: Iterable[tuple[str, str]], ts: float = 0.0) -> int:
         """Learn `(program, message)` pairs without hits; returns how many templates were new."""
@@ -431,7 +555,8 @@ class NoveltyRule(Rule):
             "first_seen": dict(self._first_seen),
             "keys": list(self._keys),
             "rule_first": self._rule_first,
-            "counts": dict(self._counts),
+            "early": {key: sorted(-t for t in times) for key, times in self._early.items()},
+            "rule_early": sorted(-t for t in self._rule_early),
             "groups": [
                 {
                     "key": key,
@@ -486,11 +611,12 @@ class NoveltyRule(Rule):
 
     def _load_groups(self, state: Mapping[str, Any]) -> None:
         """The learning counts and open groups of an export (absent from older exports)."""
-        counts, groups = state.get("counts", {}), state.get("groups", [])
-        if not isinstance(counts, dict) or not isinstance(groups, list):
+        early, groups = state.get("early", {}), state.get("groups", [])
+        if not isinstance(early, dict) or not isinstance(groups, list):
             raise ConfigError(f"rule {self.name!r}: bad groups in state")
         try:
-            self._counts = OrderedDict((str(k), int(v)) for k, v in counts.items())
+            self._early = OrderedDict((str(k), _heap(v)) for k, v in early.items())
+            self._rule_early = _heap(state.get("rule_early", []))
             self._groups = OrderedDict()
             for item in groups:
                 evidence = deque(map(str, item["evidence"]), maxlen=self.evidence_limit)

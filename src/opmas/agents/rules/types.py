@@ -141,6 +141,11 @@ class Rule(ABC):
         """Drop state that ended before `now` (event time); returns keys dropped."""
         return 0
 
+    def due(self, now: float, *, flush: bool = False) -> list[tuple[RuleHit, ParsedEvent]]:
+        """Hits held back until monotonic time `now` (all of them with `flush`), each with the
+        event it reports; only a rule that holds its judgement has any."""
+        return []
+
     @abstractmethod
     def state_size(self) -> tuple[int, int]:
         """(keys held now, keys evicted so far because `max_keys` was reached)."""
