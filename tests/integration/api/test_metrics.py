@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 from opmas.bus.connect import Bus
 from opmas.ingest.metrics import PUBLISHED
-from opmas.metrics import MetricsResponder, merged_exposition
+from opmas.metrics import MetricsResponder, child_metrics, merged_exposition
 
 from .conftest import ServeApi
 
@@ -87,3 +88,22 @@ def test_an_unreadable_child_is_left_out_and_the_rest_still_scraped() -> None:
     exposition = merged_exposition([("store", "not { metrics")]).decode()
     assert 'process="store"' not in exposition
     assert "# HELP opmas_ingest_published_total " in exposition
+
+
+async def test_an_empty_or_foreign_reply_on_the_metrics_subject_is_left_out(bus: Bus) -> None:
+    async def _answer(msg: Any) -> None:
+        await msg.respond(b"")  # e.g. a process of another version, or anything on the bus
+
+    async def _foreign(msg: Any) -> None:
+        await msg.respond(b'{"unexpected": true}')
+
+    subs = [
+        await bus.nc.subscribe(bus.subjects.metrics_request, cb=cb) for cb in (_answer, _foreign)
+    ]
+    try:
+        async with MetricsResponder(bus, component="pipeline", parent_pid=os.getpid()):
+            found = await child_metrics(bus, parent_pid=os.getpid(), expected=3, wait_s=2.0)
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+    assert [component for component, _ in found] == ["pipeline"]
