@@ -73,6 +73,7 @@ class OpmasGroup(LazyGroup):
             "opmas.cli.notify:app", "Notification channels, routing rules and history."
         ),
         "keys": LazyCommand("opmas.cli.keys:app", "The secret key that encrypts stored secrets."),
+        "dlq": LazyCommand("opmas.cli.dlq:app", "Dead letters: list, show, replay, drop."),
     }
 
 

@@ -3,8 +3,9 @@
 Each partition's consumer hands its parsed batch to `EventSink.write` and waits. One writer
 takes everything waiting at that moment and stores it in one transaction (one COPY, one
 commit, one fsync), so sixteen partitions cost one commit, not sixteen. If that transaction
-fails, each waiting batch is written alone, so only the batch at fault gets the error (and is
-retried or dead-lettered by its consumer); the others succeed.
+fails, each waiting batch is written alone, so only the batch at fault gets the error; the
+others succeed. The error keeps its cause (asyncpg's, or the socket's), by which the consumer
+tells an outage (held and retried) from data the database refuses (dead-lettered).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Self
 import asyncpg
 import structlog
 
+from opmas.bus.failures import TransientError
 from opmas.db.engine import plain_dsn
 from opmas.errors import StoreError
 from opmas.messages import ParsedEvent
@@ -28,6 +30,10 @@ from opmas.store.writer import write_events
 log = structlog.get_logger(__name__)
 
 _Waiting = tuple[list[ParsedEvent], Sequence[float], asyncio.Future[int]]  # events, arrivals
+
+
+class SinkClosed(StoreError, TransientError):
+    """The worker is stopping: the batch is given back, to be stored after the restart."""
 
 
 class EventSink:
@@ -59,7 +65,7 @@ class EventSink:
                 await self._writer
         for _, _, future in self._waiting:
             if not future.done():
-                future.set_exception(StoreError("event store closed"))
+                future.set_exception(SinkClosed("event store closed"))
         self._waiting.clear()
         if self._pool is not None:
             await self._pool.close()
@@ -83,7 +89,12 @@ class EventSink:
             self._wake.clear()
             while self._waiting:
                 group, self._waiting = self._waiting, []
-                await self._write_group(group)
+                try:
+                    await self._write_group(group)
+                except Exception as exc:  # a bug must fail these batches, not the writer
+                    log.exception("event sink write failed", batches=len(group))
+                    for _, _, future in group:
+                        _settle(future, exc)
 
     async def _write_group(self, group: list[_Waiting]) -> None:
         try:
@@ -112,7 +123,7 @@ class EventSink:
             async with self._pool.acquire() as conn, conn.transaction():
                 new = await write_events(conn, events, self._devices)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            raise StoreError(f"writing {len(events)} events failed: {exc}") from exc
+            raise StoreError(f"writing {len(events)} events failed: {exc!r}") from exc
         STORED.inc(new)
         DUPLICATES.inc(len(events) - new)
         return new

@@ -15,6 +15,10 @@ workers split them). For each partition it runs a durable pull consumer
 4. ack: the raw messages are acked once all of that is done (at-least-once: a crash before
    the ack redelivers them; the store skips what it holds, JetStream drops republished ids).
 
+While PostgreSQL or NATS is down, each partition holds its sets in flight and retries them
+(`PullConsumer`: transient failures are never dead-lettered); the partitions report as one
+(`health()`: one log line when the outage or a stall begins and one when it ends).
+
 When a worker takes a partition (start, or from a worker that left), it first rebuilds the
 agents' windows by parsing that partition's recent history again (from now minus the
 longest rule window, up to what the consumer acked) without storing or publishing, so a
@@ -49,16 +53,19 @@ from opmas.agents.fleet import SignalCollector
 from opmas.agents.pack import RuleSpec
 from opmas.agents.registry import AGENTS
 from opmas.agents.service import DomainAgent, tune_gc
+from opmas.bus import dlq
 from opmas.bus.consume import Handler, Msg, ProcessResult, PullConsumer, replay
+from opmas.bus.failures import ConsumerHealth, PermanentError
 from opmas.bus.publish import publish
 from opmas.enrolled import EnrolledDevices
-from opmas.errors import BusError
+from opmas.errors import BusError, StoreError
 from opmas.messages import (
     ParsedBatch,
     ParsedEvent,
     RawLog,
     SignalBatch,
     encode,
+    parsed_batch_decoder,
     raw_batch_decoder,
 )
 from opmas.parser.engine import ParserEngine
@@ -137,6 +144,7 @@ class PipelineWorker:
         self._generations: tuple[int, ...] = ()
         self._failures_logged: set[tuple[str, str]] = set()
         self._partitions: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._health = ConsumerHealth(f"{DURABLE_PREFIX}*")
         self._stack = contextlib.AsyncExitStack()
         self.lines = 0
 
@@ -158,7 +166,14 @@ class PipelineWorker:
 
     def describe(self) -> str:
         owned = ",".join(str(p) for p in sorted(self._partitions)) or "none yet"
-        return f"worker {self.worker}, partitions {owned} of {self._settings.partitions}"
+        text = f"worker {self.worker}, partitions {owned} of {self._settings.partitions}"
+        reason = self.health()
+        return f"{text}; degraded: {reason}" if reason else text
+
+    def health(self) -> str | None:
+        """None while healthy; else why the partitions make no progress (an outage of
+        PostgreSQL or NATS while they hold their batches, or a stall)."""
+        return self._health.reason()
 
     @property
     def owned(self) -> frozenset[int]:
@@ -167,6 +182,7 @@ class PipelineWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         agents = [asyncio.create_task(agent.serve(stop)) for agent in self._agents]
+        agents.append(asyncio.create_task(self._replay_outages(), name="dlq-upgrade"))
         try:
             while not stop.is_set():
                 await self._rebalance()
@@ -245,20 +261,22 @@ class PipelineWorker:
             batch=self._fetch_batch,
             start_time=start_time,
             permanent=PERMANENT,
+            health=self._health,
         )
         inflight: set[asyncio.Task[ProcessResult]] = set()
         try:
             async with consumer:
                 while not stop.is_set():
-                    msgs = await consumer.fetch(timeout=FETCH_WAIT_S)
+                    msgs = await consumer.next_batch(stop, timeout=FETCH_WAIT_S)
                     if not msgs:
                         continue
                     try:
                         prepared = self.prepare(msgs)
                     except PERMANENT:  # undecodable: one by one, the bad one dead-lettered
-                        await consumer.process(msgs, self.handle)
+                        await consumer.process(msgs, self.handle, stop=stop)
                         continue
-                    task = asyncio.create_task(consumer.process(msgs, self._finisher(prepared)))
+                    finish = self._finisher(prepared)
+                    task = asyncio.create_task(consumer.process(msgs, finish, stop=stop))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
                     while len(inflight) >= IN_FLIGHT:
@@ -303,6 +321,22 @@ class PipelineWorker:
                 seconds=round(time.monotonic() - started, 2),
             )
         return None
+
+    async def _replay_outages(self) -> None:
+        """Upgrade step: dead letters older versions wrote for outages go back where they came
+        from; those of the retired `store` stage (logs.parsed) are stored here."""
+        take = {self._bus.subjects.logs_parsed_stream.name: self._store_letter}
+        try:
+            await dlq.replay_outages(self._bus, take)
+        except (BusError, StoreError) as exc:  # left in the DLQ: tried again at next start
+            log.warning("dead letters of past outages not replayed", error=str(exc))
+
+    async def _store_letter(self, letter: dlq.DeadLetter) -> None:
+        try:
+            events = parsed_batch_decoder.decode(letter.data).events
+        except msgspec.DecodeError as exc:
+            raise PermanentError(f"dead letter {letter.seq} is no ParsedBatch: {exc}") from exc
+        await self._sink.write(events, ())
 
     # -- the hot path --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from nats.js.api import DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opmas.agents.fleet_service import FleetStage
@@ -130,7 +131,7 @@ async def _findings(bus: Bus, rule: str) -> dict[str, int]:
     """finding id -> largest count published on findings.> for `rule`."""
     seen: dict[str, int] = {}
     sub = await bus.js.subscribe(
-        bus.subjects.findings_all, ordered_consumer=True, deliver_policy="all"
+        bus.subjects.findings_all, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
     try:
         while True:
@@ -286,7 +287,7 @@ async def _fleet(bus: Bus) -> dict[str, Finding]:
     """The latest version of each fleet SSH finding, once one counts all 30 attempts."""
     latest: dict[str, Finding] = {}
     sub = await bus.js.subscribe(
-        bus.subjects.findings_all, ordered_consumer=True, deliver_policy="all"
+        bus.subjects.findings_all, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
     try:
         while True:

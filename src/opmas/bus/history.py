@@ -1,0 +1,67 @@
+"""Reading a stream's history again without acking it: agents rebuild their windows so."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from opmas.bus.connect import Bus
+from opmas.bus.subjects import StreamSpec
+from opmas.errors import BusError
+
+
+async def replay(
+    bus: Bus,
+    stream: StreamSpec,
+    *,
+    filter_subjects: Sequence[str],
+    start_time: datetime,
+    last_seq: int,
+    batch: int = 500,
+) -> AsyncIterator[list[Msg]]:
+    """Batches of `stream` from `start_time` through stream sequence `last_seq`, read by a
+    throw-away consumer that acks nothing: to rebuild in-memory state, not to process.
+
+    Raises BusError when NATS fails.
+    """
+    js = bus.js
+    name = f"replay-{uuid.uuid4().hex[:16]}"
+    subjects = list(filter_subjects)
+    config = ConsumerConfig(
+        name=name,
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=start_time,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
+    )
+    try:
+        await js.add_consumer(stream.name, config)
+        sub = await js.pull_subscribe_bind(durable=name, stream=stream.name)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"cannot replay {stream.name}: {exc!r}") from exc
+    try:
+        while True:
+            try:
+                msgs: list[Msg] = await sub.fetch(batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return
+            except nats.errors.Error as exc:
+                raise BusError(f"replay of {stream.name} failed: {exc!r}") from exc
+            wanted = [m for m in msgs if m.metadata.sequence.stream <= last_seq]
+            if wanted:
+                yield wanted
+            if len(wanted) < len(msgs) or not msgs or msgs[-1].metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await sub.unsubscribe()
+            await js.delete_consumer(stream.name, name)
