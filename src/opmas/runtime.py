@@ -20,6 +20,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import Counter, Gauge
 
+from opmas.bus.failures import Failure, classify, describe
 from opmas.errors import ConfigError
 from opmas.settings import RuntimeSettings
 
@@ -35,9 +36,13 @@ COMPONENT_RESTARTS = Counter(
 )
 
 
+RECOVERED_AFTER_S = 10.0  # a WAITING component up this long: its outage is over
+
+
 class ComponentStatus(StrEnum):
     STARTING = "STARTING"
     ACTIVE = "ACTIVE"
+    WAITING = "WAITING"  # it failed because PostgreSQL or NATS is down: restarted when back
     ERROR = "ERROR"
     STOPPED = "STOPPED"
 
@@ -111,6 +116,8 @@ class Supervisor:
         self.states = {name: ComponentState(name) for name in factories}
         self.fatal: ConfigError | None = None
         self._halt = asyncio.Event()  # what the components see: stop, or a fatal error
+        self._waiting: set[str] = set()  # components restarted because a server is down
+        self._watches: set[asyncio.Task[None]] = set()
 
     @property
     def halt(self) -> asyncio.Event:
@@ -148,6 +155,8 @@ class Supervisor:
             log.warning("component did not drain in time, cancelling", task=task.get_name())
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for watch in self._watches:
+            watch.cancel()
         for name, state in self.states.items():
             if state.status is not ComponentStatus.STOPPED:
                 self._set(name, ComponentStatus.STOPPED)
@@ -168,8 +177,7 @@ class Supervisor:
                 self._halt.set()
                 return
             except Exception as exc:  # a component's crash must not take the others down
-                log.exception("component crashed", component=name)
-                self._set(name, ComponentStatus.ERROR, f"{type(exc).__name__}: {exc}")
+                self._crashed(name, exc)
                 self.states[name].restarts += 1
                 COMPONENT_RESTARTS.labels(name).inc()
                 if time.monotonic() - started > self._settings.restart_backoff_max_s:
@@ -179,6 +187,32 @@ class Supervisor:
             else:
                 break
         self._set(name, ComponentStatus.STOPPED)
+
+    def _crashed(self, name: str, exc: Exception) -> None:
+        """ERROR with the traceback logged; or, when a server is down (PostgreSQL, NATS: a
+        transient failure), WAITING with one log line until the component runs again."""
+        error = f"{type(exc).__name__}: {exc}"
+        if classify(exc) is not Failure.TRANSIENT:
+            log.exception("component crashed", component=name)
+            self._set(name, ComponentStatus.ERROR, error)
+            return
+        if name not in self._waiting:  # one line per outage, not one per restart
+            log.warning(
+                "component waiting for a server",
+                component=name,
+                server=describe(exc),
+                error=error.splitlines()[0][:300],
+            )
+        self._waiting.add(name)
+        self._set(name, ComponentStatus.WAITING, f"waiting for {describe(exc)}: {error}")
+
+    async def _still_running(self, name: str, since: float) -> None:
+        """The outage is over for a WAITING component once it stays up a while."""
+        await asyncio.sleep(min(RECOVERED_AFTER_S, self._settings.restart_backoff_max_s))
+        state = self.states[name]
+        if state.status is ComponentStatus.ACTIVE and state.since == since:
+            self._waiting.discard(name)
+            log.info("component running again", component=name)
 
     async def _run_once(self, name: str, stop: asyncio.Event) -> None:
         self._set(name, ComponentStatus.STARTING)
@@ -190,6 +224,10 @@ class Supervisor:
             state.describe = describe if callable(describe) else None
             state.detail = describe() if callable(describe) else None
             self._set(name, ComponentStatus.ACTIVE)
+            if name in self._waiting:
+                watch = asyncio.create_task(self._still_running(name, state.since))
+                self._watches.add(watch)
+                watch.add_done_callback(self._watches.discard)
             await component.run(stop)
             if not stop.is_set():
                 raise RuntimeError("component returned before it was asked to stop")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import time
@@ -217,3 +218,43 @@ async def test_a_child_takes_a_second_signal_as_the_same_stop() -> None:
     killer = asyncio.create_task(terminate_twice())
     await run_until_signalled(draining, force_after_s=5, second_signal_forces=False)
     await killer
+
+
+class NeedsDatabase(Flaky):
+    """Fails as a component does while PostgreSQL refuses connections, then runs."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.log.count("open") <= self.crashes:
+            raise OSError(errno.ECONNREFUSED, "Connection refused")
+        await stop.wait()
+
+
+async def test_a_component_failing_on_a_server_that_is_down_waits_with_one_log_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log: list[str] = []
+    seen: list[ComponentStatus] = []
+    supervisor = Supervisor(
+        {"executor": lambda: NeedsDatabase(log, crashes=3)},
+        FAST,
+        on_status=lambda s: seen.append(s.status),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    for _ in range(300):
+        if supervisor.states["executor"].status is ComponentStatus.ACTIVE:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # up longer than restart_backoff_max_s: the outage is over
+    stop.set()
+    await task
+    assert seen.count(ComponentStatus.WAITING) == 3
+    assert ComponentStatus.ERROR not in seen
+    assert supervisor.states["executor"].restarts == 3
+    assert supervisor.states["executor"].last_error == (
+        "waiting for a server: ConnectionRefusedError: [Errno 111] Connection refused"
+    )
+    out = capsys.readouterr().out
+    assert out.count("component waiting for a server") == 1, out
+    assert out.count("component running again") == 1
+    assert "Traceback" not in out

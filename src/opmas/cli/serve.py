@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from opmas import __version__, instance
 from opmas.cli.context import CONFIG_EXIT, console, fail_startup, load_settings
@@ -42,7 +43,8 @@ def _print_status(state: ComponentState) -> None:
         console.print(f"[green]ready[/green]    {state.name:<14}{detail}", soft_wrap=True)
     elif state.status is ComponentStatus.ERROR and not state.fatal:  # fatal: _serve says it
         console.print(
-            f"[red]error[/red]    {state.name}: {state.last_error} (restarting)", soft_wrap=True
+            f"[red]error[/red]    {state.name}: {escape(state.last_error or '')} (restarting)",
+            soft_wrap=True,
         )
 
 

@@ -138,7 +138,14 @@ def _print(report: dict[str, Any]) -> None:
                 comp["name"],
                 comp["status"],
                 str(comp["restarts"]),
-                (comp["last_error"] if comp["status"] == "ERROR" else comp.get("detail")) or "",
+                escape(
+                    (
+                        comp["last_error"]
+                        if comp["status"] in ("ERROR", "WAITING")
+                        else comp.get("detail")
+                    )
+                    or ""
+                ),
             )
     console.print(components)
     streams = Table("stream", "messages", "bytes", "consumer", "lag", "ack pending")
