@@ -69,6 +69,8 @@ class ComponentState:
     last_error: str | None = None
     detail: str | None = None  # what an ACTIVE component offers, e.g. where it listens
     describe: Callable[[], str | None] | None = field(default=None, repr=False)  # detail now
+    health: Callable[[], str | None] | None = field(default=None, repr=False)  # why degraded
+    child_pid: int | None = None  # a component run in a child process: that process
     fatal: bool = False  # its last error stops the process instead of a restart
     since: float = field(default_factory=time.time)
 
@@ -88,8 +90,19 @@ class ComponentState:
             "restarts": self.restarts,
             "last_error": self.last_error,
             "detail": self._detail_now(),
+            "degraded": self._degraded_now(),
+            "child_pid": self.child_pid,
             "since": self.since,
         }
+
+    def _degraded_now(self) -> str | None:
+        """Why an ACTIVE component makes no progress now (a server down, a stall), or None."""
+        if self.status is not ComponentStatus.ACTIVE or self.health is None:
+            return None
+        try:
+            return self.health()
+        except Exception:  # a status report must not fail on one component
+            return None
 
 
 StatusListener = Callable[[ComponentState], None]
@@ -223,6 +236,10 @@ class Supervisor:
             state = self.states[name]
             state.describe = describe if callable(describe) else None
             state.detail = describe() if callable(describe) else None
+            health = getattr(component, "health", None)
+            state.health = health if callable(health) else None
+            pid = getattr(component, "child_pid", None)
+            state.child_pid = pid if isinstance(pid, int) else None
             self._set(name, ComponentStatus.ACTIVE)
             if name in self._waiting:
                 watch = asyncio.create_task(self._still_running(name, state.since))

@@ -49,5 +49,27 @@ class StatusResponder:
 async def collect_status(bus: Bus, wait_s: float = 0.5) -> list[dict[str, Any]]:
     """Ask every running process for its status; gather the answers for `wait_s`."""
     replies = await gather_replies(bus, bus.subjects.status_request, b"", wait_s=wait_s)
-    answers = [orjson.loads(reply) for reply in replies]
-    return sorted(answers, key=lambda a: (a["host"], a["pid"]))
+    answers: list[dict[str, Any]] = []
+    for reply in replies:  # anything not shaped like a process's answer is left out
+        try:
+            answer = orjson.loads(reply)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(answer, dict) and {"host", "pid", "components"} <= answer.keys():
+            answers.append(answer)
+    mark_silent_children(answers)
+    return sorted(answers, key=lambda a: (str(a["host"]), int(a["pid"])))
+
+
+def mark_silent_children(answers: list[dict[str, Any]]) -> None:
+    """A component run in a child process whose child did not answer (stopped, hung, its
+    event loop blocked) is shown NOT_ANSWERING: a silent process cannot say it itself."""
+    answered = {(a["host"], a["pid"]) for a in answers}
+    for answer in answers:
+        for comp in answer["components"]:
+            pid = comp.get("child_pid")
+            if pid and comp.get("status") == "ACTIVE" and (answer["host"], pid) not in answered:
+                comp["status"] = "NOT_ANSWERING"
+                comp["degraded"] = (
+                    f"process {pid} did not answer the status request: stopped or hung"
+                )

@@ -71,6 +71,11 @@ class WorkerProcess:
     def describe(self) -> str | None:
         return f"process {self._proc.pid}" if self._proc else None
 
+    @property
+    def child_pid(self) -> int | None:
+        """The child's pid: `opmas status` expects an answer from it."""
+        return self._proc.pid if self._proc else None
+
     async def __aenter__(self) -> Self:
         opmas = Path(sys.executable).parent / "opmas"
         self._proc = await asyncio.create_subprocess_exec(

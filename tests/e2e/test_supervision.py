@@ -91,6 +91,17 @@ def test_killed_servers_come_back_and_status_names_the_one_that_is_down(
     assert "nats" in report["readiness"]["errors"]
     assert "database" not in report["readiness"]["errors"]
 
+    worker = _server(process, "opmas run pipeline")
+    worker.send_signal(signal.SIGSTOP)  # a stopped process cannot say so: its parent's entry does
+    try:
+        _, report = _status(env, tmp_path)
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    (pipeline,) = [
+        c for p in report["processes"] for c in p["components"] if c["name"] == "pipeline"
+    ]
+    assert pipeline["status"] == "NOT_ANSWERING", report["processes"]
+
     for name, marker in (("postgres", "bin/postgres"), ("nats-server", "nats-server")):
         server = _server(process, marker)
         server.kill()

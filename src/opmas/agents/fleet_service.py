@@ -80,6 +80,7 @@ class FleetStage:
         self._version: Version | None = None
         self._growth = GrowingFindings(bus, max_tracked=settings.max_keys_per_rule)
         self._clock = 0.0  # newest signal time seen (bounded by wall clock + slack)
+        self._consumer: PullConsumer | None = None  # while running
         self.signals = 0
         self.opened = 0
 
@@ -95,6 +96,10 @@ class FleetStage:
             await self._flush_updates(force=True)
         except (BusError, TimeoutError, nats.errors.Error) as error:
             log.warning("fleet updates not flushed", error=repr(error))
+
+    def health(self) -> str | None:
+        """None while healthy; else why its consumer makes no progress (`opmas status`)."""
+        return self._consumer.health() if self._consumer is not None else None
 
     def describe(self) -> str:
         keys, _ = self._rules.state_size()
@@ -112,11 +117,12 @@ class FleetStage:
             permanent=(msgspec.DecodeError,),
         )
         last_expire = last_poll = time.monotonic()
+        self._consumer = consumer
         async with consumer:
             while not stop.is_set():
-                msgs = await consumer.fetch(timeout=0.25)
+                msgs = await consumer.next_batch(stop, timeout=0.25)
                 if msgs:
-                    await consumer.process(msgs, self.handle)
+                    await consumer.process(msgs, self.handle, stop=stop)
                 await self._flush_updates()
                 now = time.monotonic()
                 if now - last_expire >= 1.0:

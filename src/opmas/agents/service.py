@@ -259,9 +259,9 @@ class DomainAgent:
         last_expire = time.monotonic()
         async with consumer:
             while not stop.is_set() and not self._resubscribe.is_set():
-                msgs = await consumer.fetch(timeout=0.25)
+                msgs = await consumer.next_batch(stop, timeout=0.25)
                 if msgs:
-                    await consumer.process(msgs, self.handle)
+                    await consumer.process(msgs, self.handle, stop=stop)
                 if self.release_held():
                     await self._publish_fresh()
                 await self._flush_updates()
@@ -270,12 +270,26 @@ class DomainAgent:
                     self._ruleset.expire(self._clock)
 
     async def _every(self, period: Callable[[], float], job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` every `period()`; a failure (a server down) is logged once, and once
+        more when the job works again."""
+        failing = False
         while True:
             await asyncio.sleep(period())
             try:
                 await job()
             except (SQLAlchemyError, OSError, BusError, nats.errors.Error) as exc:
-                log.warning("agent task failed", agent=self.ident.name, error=repr(exc))
+                if not failing:
+                    log.warning(
+                        "agent task failing",
+                        agent=self.ident.name,
+                        task=_name(job),
+                        error=repr(exc),
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("agent task working again", agent=self.ident.name, task=_name(job))
+                failing = False
 
     # -- events ------------------------------------------------------------------------------
 
@@ -486,3 +500,7 @@ class DomainAgent:
             if callable(export := getattr(loaded.rule, "export", None))
         }
         await registry.save_state(self._engine, self._agent_id, states)
+
+
+def _name(job: Callable[[], Awaitable[None]]) -> str:
+    return getattr(job, "__name__", "task").lstrip("_")

@@ -114,6 +114,17 @@ def _server_line(name: str, server: dict[str, Any]) -> str:
     return line
 
 
+def _detail(comp: dict[str, Any]) -> str:
+    """What the detail column says: the error, or the detail and why it is degraded."""
+    if comp["status"] in ("ERROR", "WAITING"):
+        return str(comp.get("last_error") or "")
+    parts = [
+        str(comp.get("detail") or ""),
+        f"degraded: {comp['degraded']}" if comp.get("degraded") else "",
+    ]
+    return "; ".join(p for p in parts if p)
+
+
 def _yes(flag: object) -> str:
     return "[green]up[/green]" if flag else "[red]down[/red]"
 
@@ -138,14 +149,7 @@ def _print(report: dict[str, Any]) -> None:
                 comp["name"],
                 comp["status"],
                 str(comp["restarts"]),
-                escape(
-                    (
-                        comp["last_error"]
-                        if comp["status"] in ("ERROR", "WAITING")
-                        else comp.get("detail")
-                    )
-                    or ""
-                ),
+                escape(_detail(comp)),
             )
     console.print(components)
     streams = Table("stream", "messages", "bytes", "consumer", "lag", "ack pending")

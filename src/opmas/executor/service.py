@@ -122,6 +122,10 @@ class Executor:
         if self._consumer is not None:
             await self._consumer.__aexit__(None, None, None)
 
+    def health(self) -> str | None:
+        """None while healthy; else why its consumer makes no progress (`opmas status`)."""
+        return self._consumer.health() if self._consumer is not None else None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch approved actions until `stop`; then wait for the actions in hand (their
         heartbeat goes on meanwhile)."""

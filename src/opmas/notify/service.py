@@ -85,6 +85,10 @@ class Notifier:
         if self._http is not None:
             await self._http.aclose()
 
+    def health(self) -> str | None:
+        """None while healthy; else why its consumer makes no progress (`opmas status`)."""
+        return self._consumer.health() if self._consumer is not None else None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume findings and send the queue until `stop` is set."""
         assert self._consumer is not None  # noqa: S101 - set by __aenter__

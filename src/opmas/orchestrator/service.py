@@ -87,6 +87,10 @@ class Orchestrator:
         if self._consumer is not None:
             await self._consumer.__aexit__(None, None, None)
 
+    def health(self) -> str | None:
+        """None while healthy; else why its consumer makes no progress (`opmas status`)."""
+        return self._consumer.health() if self._consumer is not None else None
+
     async def run(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None  # noqa: S101 - set by __aenter__
         expiry = asyncio.create_task(self._expire_loop(stop))

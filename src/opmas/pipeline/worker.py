@@ -166,9 +166,7 @@ class PipelineWorker:
 
     def describe(self) -> str:
         owned = ",".join(str(p) for p in sorted(self._partitions)) or "none yet"
-        text = f"worker {self.worker}, partitions {owned} of {self._settings.partitions}"
-        reason = self.health()
-        return f"{text}; degraded: {reason}" if reason else text
+        return f"worker {self.worker}, partitions {owned} of {self._settings.partitions}"
 
     def health(self) -> str | None:
         """None while healthy; else why the partitions make no progress (an outage of

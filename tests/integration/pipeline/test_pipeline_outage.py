@@ -159,8 +159,7 @@ async def _all(url: str, ids: list[str]) -> bool:
 
 
 async def _degraded(worker: PipelineWorker) -> str | None:
-    reason = worker.health()
-    return reason if reason and "degraded" in worker.describe() else None
+    return worker.health()
 
 
 async def _healthy(worker: PipelineWorker) -> bool:
