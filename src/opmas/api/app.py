@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -14,9 +15,11 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 
 from opmas import __version__
 from opmas.api.routes import logs, system
+from opmas.bus.failures import Failure, classify, describe
 from opmas.errors import ApiError
 from opmas.resources import Resources, open_resources
 from opmas.settings import Settings, ensure_secret_key
@@ -24,6 +27,9 @@ from opmas.settings import Settings, ensure_secret_key
 # Swagger UI and ReDoc, vendored (static/README.md says from where): the docs work offline.
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_URL = "/docs/static"
+RETRY_AFTER_S = 1  # what a client is told to wait while PostgreSQL is down
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
@@ -56,6 +62,19 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
             {"error": type(exc).__name__, "detail": exc.detail}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(OSError)
+    async def _server_down(request: Request, exc: Exception) -> JSONResponse:
+        """PostgreSQL down (a transient failure): 503 and when to retry, not a 500."""
+        if classify(exc) is not Failure.TRANSIENT:
+            log.error("request failed", path=request.url.path, error=repr(exc))
+            return JSONResponse({"error": "InternalError", "detail": "internal error"}, 500)
+        return JSONResponse(
+            {"error": "ServiceUnavailable", "detail": f"{describe(exc)} unavailable: retry"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
     return app
