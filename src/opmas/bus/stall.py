@@ -17,6 +17,7 @@ from opmas.errors import BusError
 log = structlog.get_logger(__name__)
 
 MAX_WATCH_INTERVAL_S = 5.0
+STOP_WAIT_S = 2.0  # how long stop() waits for the watcher to end
 
 
 class StallWatch:
@@ -39,6 +40,7 @@ class StallWatch:
         self._progress_at = time.monotonic()  # last ack, or last time nothing was pending
         self._bus_down = False
         self._task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
 
     def progress(self) -> None:
         """A message was acked or dead-lettered."""
@@ -54,14 +56,17 @@ class StallWatch:
 
     def start(self) -> None:
         self._progress_at = time.monotonic()
+        self._stopped.clear()
         self._task = asyncio.create_task(self._watch(), name=f"stall-watch:{self._durable}")
 
     async def stop(self) -> None:
+        """End the watcher. Not by cancelling alone: a cancellation that reaches it inside a
+        NATS request can be swallowed there, and the watcher would then never end."""
+        self._stopped.set()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
         self._health.progressing(self._durable)
         if self._bus_down:
             self._bus_down = False
@@ -70,7 +75,10 @@ class StallWatch:
     async def _watch(self) -> None:
         interval = min(self._after_s / 4, MAX_WATCH_INTERVAL_S)
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), interval)
+            if self._stopped.is_set():
+                return
             try:
                 await self.check()
             except Exception as exc:  # the watcher must outlive whatever it watches

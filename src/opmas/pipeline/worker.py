@@ -38,10 +38,10 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Self
+from typing import Any, Self
 
 import msgspec
 import nats.errors
@@ -144,6 +144,8 @@ class PipelineWorker:
         self._generations: tuple[int, ...] = ()
         self._failures_logged: set[tuple[str, str]] = set()
         self._partitions: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._releasing: set[int] = set()  # being stopped, then released: still renewed
+        self._handovers: set[asyncio.Task[None]] = set()
         self._health = ConsumerHealth(f"{DURABLE_PREFIX}*")
         self._stack = contextlib.AsyncExitStack()
         self.lines = 0
@@ -188,6 +190,7 @@ class PipelineWorker:
                     await asyncio.wait_for(stop.wait(), self._settings.lease_refresh_s)
         finally:
             await self._stop_partitions(set(self._partitions))
+            await asyncio.gather(*self._handovers, return_exceptions=True)
             with contextlib.suppress(BusError):
                 await self._leases.leave()
             OWNED.set(0)
@@ -211,12 +214,12 @@ class PipelineWorker:
         except BusError as exc:
             log.warning("partition leases not renewed", worker=self.worker, error=str(exc))
             return
-        if changes.lost:
-            await self._stop_partitions(changes.lost)
-        if changes.to_release:
-            await self._stop_partitions(changes.to_release)
-            await self._leases.release(changes.to_release)
-            HANDOVERS.labels("released").inc(len(changes.to_release))
+        if changes.lost:  # another worker owns them already: stop at once, in the background
+            self._background(self._stop_partitions(changes.lost))
+        to_release = changes.to_release - self._releasing
+        if to_release:  # stopping takes up to a fetch wait: the leases are renewed meanwhile
+            self._releasing |= to_release
+            self._background(self._hand_over(to_release))
         for partition in sorted(changes.acquired):
             self._start(partition)
         if changes.acquired:
@@ -227,6 +230,22 @@ class PipelineWorker:
                 partitions=",".join(map(str, sorted(changes.acquired))),
             )
         OWNED.set(len(self._partitions))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._handovers.add(task)
+        task.add_done_callback(self._handovers.discard)
+
+    async def _hand_over(self, partitions: set[int]) -> None:
+        """Stop consuming `partitions`, then give up their leases for their new owner."""
+        try:
+            await self._stop_partitions(partitions)
+            await self._leases.release(partitions)
+            HANDOVERS.labels("released").inc(len(partitions))
+        except BusError as exc:  # the leases expire by themselves
+            log.warning("partition leases not released", worker=self.worker, error=str(exc))
+        finally:
+            self._releasing -= partitions
 
     def _start(self, partition: int) -> None:
         done = asyncio.Event()
