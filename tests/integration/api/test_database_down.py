@@ -43,7 +43,10 @@ async def test_a_token_checked_while_the_database_is_down_gets_503_and_retry_aft
             answer = await client.post(
                 "/api/v1/logs",
                 content=b"<38>Nov 21 10:00:01 r1 dropbear[1]: Bad password attempt",
-                headers={"Authorization": "Bearer opm_not-a-stored-token", "Content-Type": "text/plain"},
+                headers={
+                    "Authorization": "Bearer opm_not-a-stored-token",
+                    "Content-Type": "text/plain",
+                },
             )
     assert answer.status_code == 503, answer.text
     assert answer.headers["Retry-After"] == "1"
