@@ -105,6 +105,10 @@ def with_session_and_bus(work: BusWork[T]) -> T:
     return run_async(_run)
 
 
+MAX_ID = 2**63 - 1  # a bigint id; a longer number can only be a uuid prefix
+MIN_PREFIX = 4  # a digits-only ref this long may also be the start of a uuid
+
+
 async def lookup(
     session: AsyncSession,
     model: type[M],
@@ -121,15 +125,16 @@ async def lookup(
     """
     key = ref.strip().lower()
     id_column = getattr(model, "id")  # noqa: B009 - every looked-up model has an integer id
-    if key.isdigit():
-        query = select(model).where(id_column == int(key))
-    elif key and all(c in "0123456789abcdef-" for c in key):
-        query = select(model).where(cast(uuid_column, Text).like(f"{key}%")).limit(2)
-    else:
+    if not key or not all(c in "0123456789abcdef-" for c in key):
         raise OpmasError(f"no {what} {ref!r}: give its id or (a prefix of) its uuid")
-    if for_update:
-        query = query.with_for_update()
-    rows = list((await session.scalars(query)).all())
+    by_prefix = select(model).where(cast(uuid_column, Text).like(f"{key}%")).limit(2)
+    rows: list[M] = []
+    if key.isdigit() and int(key) <= MAX_ID:  # an id; else (or none) a uuid may start so
+        by_id = select(model).where(id_column == int(key))
+        rows = list((await session.scalars(by_id.with_for_update() if for_update else by_id)).all())
+    if not rows and (not key.isdigit() or len(key) >= MIN_PREFIX):
+        query = by_prefix.with_for_update() if for_update else by_prefix
+        rows = list((await session.scalars(query)).all())
     if not rows:
         raise OpmasError(f"no {what} {ref}")
     if len(rows) > 1:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
@@ -93,3 +94,19 @@ def test_ack_of_a_resolved_finding_is_refused(seeded: Seeded, cli_database: str)
     assert _finding(cli_database, seeded.old_wifi).acknowledged_at is None
     again = runner.invoke(app, ["resolve", str(seeded.old_wifi), "--false-positive"])
     assert again.exit_code == 1
+
+
+def test_a_uuid_prefix_of_digits_only_is_found_when_no_id_matches(
+    seeded: Seeded, cli_database: str
+) -> None:
+    digits = uuid.UUID("95047087-6dec-4977-a74f-4e2c42a446ee")  # a uuid4 may start so
+
+    async def _renumber(session: AsyncSession) -> None:
+        await session.execute(
+            update(Finding).where(Finding.id == seeded.brute_force).values(finding_uuid=digits)
+        )
+
+    run_db(cli_database, _renumber)
+    result = runner.invoke(app, ["show", str(digits)[:8], "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["id"] == seeded.brute_force

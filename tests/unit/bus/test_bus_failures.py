@@ -11,8 +11,9 @@ import nats.errors
 import nats.js.errors
 import pytest
 import sqlalchemy.exc
-import structlog
+from tests.logrecorder import LogRecorder
 
+from opmas.bus import failures
 from opmas.bus.failures import (
     ConsumerHealth,
     Failure,
@@ -172,25 +173,26 @@ def test_old_dead_letters_of_outages_are_recognised(
     assert was_transient(error_type, error) is expected
 
 
-def test_health_logs_once_per_change_for_a_whole_group() -> None:
+def test_health_logs_once_per_change_for_a_whole_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = LogRecorder()
+    monkeypatch.setattr(failures, "log", recorder)
     health = ConsumerHealth("pipeline-*")
     refused = wrapped(StoreError("x"), ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
-    with structlog.testing.capture_logs() as logs:
-        health.outage_began("pipeline-0", refused)
-        health.outage_began("pipeline-1", refused)
-        health.retried(refused)
-        assert health.reason() is not None
-        assert "PostgreSQL failing for" in (health.reason() or "")
-        health.outage_ended("pipeline-0")
-        assert health.in_outage  # pipeline-1 still holds its batch
-        health.outage_ended("pipeline-1")
-        health.stalled("pipeline-3", since=0.0, pending=7)
-        health.stalled("pipeline-4", since=0.0, pending=2)
-        assert "stalled: 9 messages pending" in (health.reason() or "")
-        health.progressing("pipeline-3")
-        health.progressing("pipeline-4")
-    events = [entry["event"] for entry in logs]
-    assert events == [
+    health.outage_began("pipeline-0", refused)
+    health.outage_began("pipeline-1", refused)
+    health.retried(refused)
+    assert health.reason() is not None
+    assert "PostgreSQL failing for" in (health.reason() or "")
+    health.outage_ended("pipeline-0")
+    assert health.in_outage  # pipeline-1 still holds its batch
+    health.outage_ended("pipeline-1")
+    health.stalled("pipeline-3", since=0.0, pending=7)
+    health.stalled("pipeline-4", since=0.0, pending=2)
+    assert "stalled: 9 messages pending" in (health.reason() or "")
+    health.progressing("pipeline-3")
+    health.progressing("pipeline-4")
+    logs = recorder.entries
+    assert recorder.events == [
         "consumer outage began: holding messages",
         "consumer outage over",
         "consumer stalled: messages pending, none acknowledged",
