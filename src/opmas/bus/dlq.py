@@ -24,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 
 from opmas.bus.connect import Bus
 from opmas.bus.failures import PermanentError, was_transient
+from opmas.bus.history import read_through
 from opmas.bus.publish import publish
 from opmas.errors import BusError, NotFound
 
@@ -279,10 +280,8 @@ async def replay_outages(
 async def _scan(bus: Bus, subject: str, *, headers_only: bool) -> AsyncIterator[Msg]:
     """Every message of the DLQ stream on `subject`, oldest first, through a throw-away
     consumer that acks nothing (works on servers without direct get)."""
-    js, dlq = bus.js, bus.subjects.dlq_stream.name
-    name = f"dlq-scan-{uuid.uuid4().hex[:16]}"
     config = ConsumerConfig(
-        name=name,
+        name=f"dlq-scan-{uuid.uuid4().hex[:16]}",
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.ALL,
         filter_subject=subject,
@@ -290,27 +289,8 @@ async def _scan(bus: Bus, subject: str, *, headers_only: bool) -> AsyncIterator[
         inactive_threshold=30.0,
         mem_storage=True,
     )
-    try:
-        info = await js.add_consumer(dlq, config)
-        if not info.num_pending:
-            await js.delete_consumer(dlq, name)
-            return
-        sub = await js.pull_subscribe_bind(durable=name, stream=dlq)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise BusError(f"cannot read {dlq}: {exc!r}") from exc
-    try:
-        while True:
-            try:
-                msgs: list[Msg] = await sub.fetch(SCAN_BATCH, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return
-            except nats.errors.Error as exc:
-                raise BusError(f"reading {dlq} failed: {exc!r}") from exc
+    batches = read_through(bus, bus.subjects.dlq_stream.name, config, batch=SCAN_BATCH)
+    async with contextlib.aclosing(batches):
+        async for msgs in batches:
             for msg in msgs:
                 yield msg
-            if not msgs or msgs[-1].metadata.num_pending == 0:
-                return
-    finally:
-        with contextlib.suppress(TimeoutError, nats.errors.Error):
-            await sub.unsubscribe()
-            await js.delete_consumer(dlq, name)

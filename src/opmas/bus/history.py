@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 
 import nats.errors
@@ -14,6 +14,43 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opmas.bus.connect import Bus
 from opmas.bus.subjects import StreamSpec
 from opmas.errors import BusError
+
+
+async def read_through(
+    bus: Bus, stream: str, config: ConsumerConfig, *, batch: int
+) -> AsyncGenerator[list[Msg], None]:
+    """Batches of `stream` read by the throw-away consumer `config` (ack policy NONE) until
+    nothing is pending; the consumer is deleted when the reading ends, however it ends.
+
+    Raises BusError when NATS fails.
+    """
+    js, name = bus.js, config.name
+    if name is None:
+        raise ValueError("a throw-away consumer needs a name (to delete it)")
+    try:
+        info = await js.add_consumer(stream, config)
+        if not info.num_pending:
+            await js.delete_consumer(stream, name)
+            return
+        sub = await js.pull_subscribe_bind(durable=name, stream=stream)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise BusError(f"cannot read {stream}: {exc!r}") from exc
+    try:
+        while True:
+            try:
+                msgs: list[Msg] = await sub.fetch(batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return
+            except nats.errors.Error as exc:
+                raise BusError(f"reading {stream} failed: {exc!r}") from exc
+            if msgs:
+                yield msgs
+            if not msgs or msgs[-1].metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await sub.unsubscribe()
+            await js.delete_consumer(stream, name)
 
 
 async def replay(
@@ -30,11 +67,9 @@ async def replay(
 
     Raises BusError when NATS fails.
     """
-    js = bus.js
-    name = f"replay-{uuid.uuid4().hex[:16]}"
     subjects = list(filter_subjects)
     config = ConsumerConfig(
-        name=name,
+        name=f"replay-{uuid.uuid4().hex[:16]}",
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.BY_START_TIME,
         opt_start_time=start_time,
@@ -43,25 +78,11 @@ async def replay(
         filter_subject=subjects[0] if len(subjects) == 1 else None,
         filter_subjects=subjects if len(subjects) > 1 else None,
     )
-    try:
-        await js.add_consumer(stream.name, config)
-        sub = await js.pull_subscribe_bind(durable=name, stream=stream.name)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise BusError(f"cannot replay {stream.name}: {exc!r}") from exc
-    try:
-        while True:
-            try:
-                msgs: list[Msg] = await sub.fetch(batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return
-            except nats.errors.Error as exc:
-                raise BusError(f"replay of {stream.name} failed: {exc!r}") from exc
+    batches = read_through(bus, stream.name, config, batch=batch)
+    async with contextlib.aclosing(batches):
+        async for msgs in batches:
             wanted = [m for m in msgs if m.metadata.sequence.stream <= last_seq]
             if wanted:
                 yield wanted
-            if len(wanted) < len(msgs) or not msgs or msgs[-1].metadata.num_pending == 0:
+            if len(wanted) < len(msgs):
                 return
-    finally:
-        with contextlib.suppress(TimeoutError, nats.errors.Error):
-            await sub.unsubscribe()
-            await js.delete_consumer(stream.name, name)
