@@ -79,6 +79,10 @@ class PublishTimeout(BusError):
     """JetStream did not acknowledge a publish in time."""
 
 
+class Backlogged(BusError):
+    """The pipeline is too far behind: ingest holds new lines back (`opmas.ingest.backlog`)."""
+
+
 class StreamMissing(BusError):
     """A stream that should exist does not."""
 

@@ -218,6 +218,27 @@ class IngestSettings(BaseModel):
     max_inflight_batches: int = Field(
         64, ge=1, description="Batches published and not yet acknowledged by JetStream."
     )
+    max_unread_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Bytes of logs.raw the pipeline may be behind (about 300 bytes a line); beyond,"
+            " TCP pauses, UDP drops and POST /api/v1/logs answers 503 until it catches up"
+            " (0: bounded by max_unread_share only)."
+        ),
+    )
+    max_unread_share: float = Field(
+        0.5,
+        gt=0,
+        le=0.9,
+        description=(
+            "Share of logs.raw's max_bytes the unread lines may take (the stream drops its"
+            " oldest messages when full, read or not); beyond, ingest slows the senders."
+        ),
+    )
+    backlog_poll_s: float = Field(
+        1.0, gt=0, description="How often ingest measures how far the pipeline is behind."
+    )
     spool_max_bytes: int = Field(
         256 * 1024 * 1024,
         ge=65536,

@@ -13,7 +13,9 @@ deleted from it once JetStream acknowledged them. While the bus does not store t
 there, not in memory, and are retried with backoff, oldest first; at a stop they stay there
 for the next start. Lines in memory (not yet sealed, or kept beside their spool file) are
 bounded in lines and in bytes: when either bound is reached, TCP pauses and UDP drops
-(counted); when the spool is full too, sealed batches wait in memory.
+(counted); when the spool is full too, sealed batches wait in memory. While the pipeline is
+too far behind (`opmas.ingest.backlog`), nothing is published: the batches wait in the spool
+and in memory, so the same bounds slow the senders.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from opmas.bus.connect import Bus
 from opmas.bus.partition import by_partition, partition_of_item
 from opmas.bus.publish import Publisher
 from opmas.errors import BusError
+from opmas.ingest.backlog import Backlog
 from opmas.ingest.metrics import (
     PAUSED,
     PUBLISH_FAILED,
@@ -72,10 +75,18 @@ class Batcher:
     """
 
     def __init__(
-        self, bus: Bus, settings: IngestSettings, spool: Spool, *, partitions: int = 1
+        self,
+        bus: Bus,
+        settings: IngestSettings,
+        spool: Spool,
+        *,
+        partitions: int = 1,
+        backlog: Backlog | None = None,
     ) -> None:
         self._bus = bus
         self._spool = spool
+        self.backlog = backlog or Backlog(bus, settings)
+        self._held_back = False  # the last publish was held back: the backlog was full
         self._batch_size = settings.batch_size
         self._flush_delay_s = settings.flush_delay_ms / 1000
         self._max_queued = settings.max_queued_lines
@@ -117,6 +128,7 @@ class Batcher:
 
     def close(self) -> None:
         """Release the spool for another process (after `run` returned)."""
+        self.backlog.close()
         self._spool.close()
 
     @property
@@ -278,8 +290,10 @@ class Batcher:
                 raise RuntimeError("the spool writer stopped")
             now = time.monotonic()
             if self._backlog and now >= self._retry_at:
-                if stop.is_set() and self.bus_failing:
-                    return
+                if stop.is_set() and (self.bus_failing or self._held_back):
+                    return  # it stays in the spool for the next start
+                if await self._hold_back(stop):
+                    continue
                 await self._publish_oldest(publisher)
                 continue
             if stop.is_set() and writer.done() and (not self._backlog or self.bus_failing):
@@ -288,6 +302,15 @@ class Batcher:
             wait = self._retry_at - now if self._backlog else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), wait)
+
+    async def _hold_back(self, stop: asyncio.Event) -> bool:
+        """True, after a pause, while the unread part of logs.raw is at its bound: the
+        backlog waits (TCP pauses once the memory bound is reached, UDP drops)."""
+        self._held_back = self.backlog.is_full()
+        if self._held_back:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.backlog.poll_s)
+        return self._held_back
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -379,6 +402,7 @@ class Batcher:
             self._queued -= segment.lines
             self._queued_bytes -= segment.queued_bytes
         PUBLISHED.inc(sum(record.lines for record in records))
+        self.backlog.published(len(records), sum(len(record.payload) for record in records))
         if self._attempt:
             log.info("bus storing again", failed_attempts=self._attempt, spooled=self.spooled)
             self._attempt, self._retry_at = 0, 0.0

@@ -14,7 +14,8 @@ import structlog
 from opmas.bus.connect import Bus
 from opmas.bus.partition import by_partition
 from opmas.bus.publish import Publisher
-from opmas.errors import BusError, Conflict
+from opmas.errors import Backlogged, BusError, Conflict
+from opmas.ingest.backlog import Backlog
 from opmas.ingest.idempotency import PENDING, IdempotencyStore, Record, record_key, seeded_uuid7
 from opmas.ingest.metrics import PUBLISHED, RECEIVED
 from opmas.ingest.rawbatches import HEADER_SLACK, encode_batches
@@ -42,6 +43,7 @@ class HttpIngest:
         self._partitions = partitions
         self._store: IdempotencyStore | None = None
         self._max_payload = max(bus.nc.max_payload - HEADER_SLACK, 64 * 1024)
+        self.backlog = Backlog(bus, settings)
 
     @property
     def max_line_bytes(self) -> int:
@@ -58,8 +60,9 @@ class HttpIngest:
     ) -> Accepted:
         """Publish `items` and wait for every PubAck.
 
-        Raises BusError when the bus failed (the client may retry), Conflict when the
-        Idempotency-Key was already used with a different body.
+        Raises BusError when the bus failed (the client may retry), Backlogged when the
+        pipeline is too far behind (retry later), Conflict when the Idempotency-Key was
+        already used with a different body.
         """
         if idempotency_key is None:
             now = time.time()
@@ -105,11 +108,14 @@ class HttpIngest:
     async def _publish(self, batch_id: str, items: list[RawLog]) -> None:
         """Publish `items` as batches of `batch_size` per device partition; the message ids
         derive from `batch_id`, so a retry of the same request is de-duplicated."""
+        if self.backlog.is_full():
+            raise Backlogged(self.backlog.describe())
         size = self._settings.batch_size
         publisher = Publisher(self._bus, max_pending=self._settings.max_inflight_batches)
         subjects = self._bus.subjects
         RECEIVED.labels(Transport.HTTP).inc(len(items))
         groups = by_partition(items, self._partitions)
+        messages = nbytes = 0
         try:
             for partition, group in sorted(groups.items()):
                 for start in range(0, len(group), size):
@@ -119,9 +125,11 @@ class HttpIngest:
                     for msg_id, payload, _ in encode_batches(chunk_id, chunk, self._max_payload):
                         subject = subjects.logs_raw_partition(partition)
                         await publisher.publish(subject, payload, msg_id=msg_id)
+                        messages, nbytes = messages + 1, nbytes + len(payload)
         finally:
             await publisher.flush()
         PUBLISHED.inc(len(items))
+        self.backlog.published(messages, nbytes)
 
 
 def _chunk_id(batch_id: str, partition: int, n: int, groups: int, chunks: int) -> str:

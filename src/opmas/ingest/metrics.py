@@ -49,6 +49,14 @@ QUEUED_BYTES = Gauge(
 SPOOLED = Gauge(
     "opmas_ingest_spooled_lines", "Lines in the spool, not yet acknowledged by the bus."
 )
+UNREAD = Gauge(
+    "opmas_ingest_unread_bytes",
+    "Bytes of logs.raw the pipeline has not read yet, as ingest last measured or counted them.",
+)
+BACKLOG_FULL = Gauge(
+    "opmas_ingest_backlog_full",
+    "1 while the unread part of logs.raw is at its bound and ingest slows the senders.",
+)
 SPOOLED_BYTES = Gauge("opmas_ingest_spooled_bytes", "Bytes of the spool files.")
 SPOOL_LOST = Counter(
     "opmas_ingest_spool_lost_total",

@@ -138,8 +138,15 @@ class IngestService:
         )
         batcher = self._batcher
         if batcher is not None and (batcher.spooled or batcher.bus_failing):
-            waiting = "bus not storing" if batcher.bus_failing else "publishing the spool"
+            if batcher.bus_failing:
+                waiting = "bus not storing"
+            elif batcher.backlog.full:
+                waiting = batcher.backlog.describe()
+            else:
+                waiting = "publishing the spool"
             text += f"; {waiting}: {batcher.spooled} lines spooled"
+        elif batcher is not None and batcher.backlog.full:
+            text += f"; {batcher.backlog.describe()}"
         if batcher is not None and batcher.paused:
             text += f"; {batcher.paused} connections paused (queue full)"
         if any(self.udp_drops.values()):

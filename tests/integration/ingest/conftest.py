@@ -13,12 +13,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from opmas.api.server import ApiServer
 from opmas.bus.connect import Bus
 from opmas.ingest.service import IngestService, SyslogListen
 from opmas.messages import RawBatch, RawLog, raw_batch_decoder
-from opmas.settings import IngestSettings
+from opmas.resources import open_resources
+from opmas.settings import IngestSettings, Settings
 
 
 class RawReader:
@@ -145,3 +148,32 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     client = _signed(dir_, "router1", ca, ca_key, "extendedKeyUsage=clientAuth\n")
     rogue = _signed(dir_, "rogue", rogue_ca, rogue_ca_key, "extendedKeyUsage=clientAuth\n")
     return Pki(ca, *server, *client, *rogue)
+
+
+ServeApi = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def serve_api(settings: Settings, bus: Bus) -> ServeApi:
+    """`async with serve_api(**ingest_overrides) as client`: uvicorn on a free port, no auth."""
+
+    @contextlib.asynccontextmanager
+    async def serve(**ingest: Any) -> AsyncIterator[httpx.AsyncClient]:
+        own = settings.model_copy(
+            update={
+                "http_host": "127.0.0.1",
+                "http_port": 0,
+                "ingest_auth": False,
+                "ingest": settings.ingest.model_copy(update=ingest),
+            }
+        )
+        async with (
+            open_resources(own, name="opmas-test-api") as resources,
+            ApiServer(resources) as server,
+        ):
+            base = server.describe()
+            assert base is not None
+            async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as client:
+                yield client
+
+    return serve

@@ -7,21 +7,14 @@ import asyncio
 import gzip
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 import pytest
 
-from opmas.api.server import ApiServer
-from opmas.bus.connect import Bus
-from opmas.resources import open_resources
-from opmas.settings import Settings
-
-from .conftest import RawReader
+from .conftest import RawReader, ServeApi
 
 pytestmark = pytest.mark.integration
 
@@ -29,34 +22,6 @@ URL = "/api/v1/logs"
 TEXT = {"Content-Type": "text/plain"}
 GZIP_TEXT = TEXT | {"Content-Encoding": "gzip"}
 MB = 1024 * 1024
-
-ServeApi = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def serve_api(settings: Settings, bus: Bus) -> ServeApi:
-    """`async with serve_api(**ingest_overrides) as client`: uvicorn on a free port, no auth."""
-
-    @asynccontextmanager
-    async def serve(**ingest: Any) -> AsyncIterator[httpx.AsyncClient]:
-        own = settings.model_copy(
-            update={
-                "http_host": "127.0.0.1",
-                "http_port": 0,
-                "ingest_auth": False,
-                "ingest": settings.ingest.model_copy(update=ingest),
-            }
-        )
-        async with (
-            open_resources(own, name="opmas-test-api") as resources,
-            ApiServer(resources) as server,
-        ):
-            base = server.describe()
-            assert base is not None
-            async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as client:
-                yield client
-
-    return serve
 
 
 class PeakRss:

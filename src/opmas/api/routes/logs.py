@@ -1,8 +1,9 @@
 """POST /api/v1/logs: a batch of log lines from an HTTP client, answered 202 once on the bus.
 
-Beyond its bounds (bodies being parsed, bytes waiting for the bus) or while the bus is
-disconnected or does not store, a request gets 503 with Retry-After at once: nothing is held
-for it. The NATS client reconnects by itself, and the next request is accepted again.
+Beyond its bounds (bodies being parsed, bytes waiting for the bus, the pipeline too far
+behind: `opmas.ingest.backlog`) or while the bus is disconnected or does not store, a
+request gets 503 with Retry-After at once: nothing is held for it. The NATS client
+reconnects by itself, and the next request is accepted again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from opmas.api.auth import CurrentIngestClient
 from opmas.api.deps import AppResources
-from opmas.errors import BusError
+from opmas.errors import Backlogged, BusError
 from opmas.ingest.http_body import Unprocessable, parse_body, read_body
 from opmas.ingest.http_publish import HttpIngest
 from opmas.messages import RawLog
@@ -176,6 +177,8 @@ async def post_logs(
             body=body,
             idempotency_key=idempotency_key,
         )
+    except Backlogged as exc:
+        return _unavailable(f"{exc} (OPMAS_INGEST__MAX_UNREAD_BYTES); retry later")
     except BusError as exc:
         return _unavailable(f"the bus did not store the batch; retry ({exc})")
     finally:
