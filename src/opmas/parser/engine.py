@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from opmas import trust
-from opmas.messages import Flag, ParsedEvent, RawLog, new_id
+from opmas.messages import CLOCK_SKEW_S, LIVE_TRANSPORTS, Flag, ParsedEvent, RawLog, new_id
 from opmas.parser import explain as explaining
 from opmas.parser.compiled import CompiledParser, CompiledPattern, event_name
 from opmas.parser.header import (
@@ -189,6 +189,7 @@ class ParserEngine:
         if parser.spec.join is not None and pid is not None:
             self._join(parser, (hostname or raw.source_ip, program, pid), fields, pattern, None)
         arrival = raw.arrival_ts
+        event_ts = self._resolve(kind, stamp, arrival)
         return ParsedEvent(
             raw.event_id,
             self._arrival_iso(arrival),
@@ -204,9 +205,9 @@ class ParserEngine:
             parser.name,
             domain,
             fields,
-            self._resolve(kind, stamp, arrival),
+            event_ts,
             raw.transport,
-            raw.flags,
+            self._skew(event_ts, raw, raw.flags),
             trust.grade(self.enrolled, hostname, raw.source_ip) if self.enrolled else UNTRUSTED,
         )
 
@@ -305,9 +306,23 @@ class ParserEngine:
             fields,
             event_ts,
             raw.transport,
-            flags,
+            self._skew(event_ts, raw, flags),
             level,
         )
+
+    def _skew(self, event_ts: str | None, raw: RawLog, flags: list[str]) -> list[str]:
+        """`flags`, with CLOCK_SKEW when a live line's own time is more than CLOCK_SKEW_S
+        from its arrival (ISO texts of one format compare as their times do)."""
+        if event_ts is None or raw.transport not in LIVE_TRANSPORTS:
+            return flags
+        arrival = raw.arrival_ts
+        if (
+            self._arrival_iso(arrival - CLOCK_SKEW_S)
+            <= event_ts
+            <= self._arrival_iso(arrival + CLOCK_SKEW_S)
+        ):
+            return flags
+        return _flagged(flags, Flag.CLOCK_SKEW)
 
     def _unusual(
         self, header: Header, raw: RawLog, line: str

@@ -23,10 +23,13 @@ def test_a_remote_syslog_line_becomes_a_complete_event(engine: ParserEngine) -> 
         "<30>Nov 21 10:00:01 OpenWrt-Router1 hostapd: "
         "wlan0: STA 1c:4b:d6:3d:4d:0d IEEE 802.11: authenticated"
     )
-    event = engine.parse(RawLog("e1", ARRIVAL, line, "udp", source_ip="192.0.2.1"))
+    on_time = (
+        ARRIVAL - 12 * 3600 - 26 * 60 + 10
+    )  # 2026-11-21T10:00:10Z: the router's clock is right
+    event = engine.parse(RawLog("e1", on_time, line, "udp", source_ip="192.0.2.1"))
     assert msgspec.to_builtins(event) == {
         "event_id": "e1",
-        "arrival_ts_utc": "2026-11-21T22:26:40.000Z",
+        "arrival_ts_utc": "2026-11-21T10:00:50.000Z",
         "source_ip": "192.0.2.1",
         "original_ts": "Nov 21 10:00:01",
         "hostname": "OpenWrt-Router1",
@@ -53,7 +56,7 @@ def test_a_remote_syslog_line_becomes_a_complete_event(engine: ParserEngine) -> 
 def test_nul_bytes_are_replaced_and_flagged(engine: ParserEngine) -> None:
     event = engine.parse(raw("<30>Nov 21 10:00:01 r pppd[1]: Remote message: a\x00b"))
     assert "\x00" not in event.message
-    assert event.flags == [Flag.NUL_REPLACED]
+    assert event.flags == [Flag.NUL_REPLACED, Flag.CLOCK_SKEW]  # 12 h before its arrival
     assert event.structured_fields["remote_message"] == "a\ufffdb"
 
 

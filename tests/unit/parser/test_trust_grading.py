@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def test_a_bound_sender_naming_another_router_keeps_its_own_hostname_and_is_flag
 
 def test_a_bound_sender_naming_itself_or_nothing_is_not_flagged() -> None:
     engine = ParserEngine.from_dirs()
-    own = engine.parse(RawLog("e1", ARRIVAL, LINE, "http", bound_hostname="ROUTER-b"))
+    on_time = datetime(2026, 12, 7, 10, 0, 30, tzinfo=UTC).timestamp()  # LINE's clock is right
+    own = engine.parse(RawLog("e1", on_time, LINE, "http", bound_hostname="ROUTER-b"))
     bare = engine.parse(RawLog("e2", ARRIVAL, "just text", "http", bound_hostname="router-A"))
     claimed = engine.parse(
         RawLog("e3", ARRIVAL, "just text", "http", hostname="router-B", bound_hostname="router-A")

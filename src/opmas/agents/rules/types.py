@@ -16,7 +16,7 @@ from opmas import trust
 from opmas.agents.rules.conditions import Getter, compile_conditions, field_getter
 from opmas.agents.rules.windows import Burst, Cooldown, KeyedLru, SlidingWindow, finding_id
 from opmas.errors import ConfigError
-from opmas.messages import ParsedEvent
+from opmas.messages import Flag, ParsedEvent
 
 KEY_SEPARATOR = "|"
 MAX_DISTINCT_ITEMS = 10_000  # items a `distinct` window keeps per key
@@ -32,8 +32,10 @@ def parse_iso(text: str) -> float:
 
 
 def event_time(event: ParsedEvent) -> float:
-    """The event's time in epoch seconds: its own timestamp if it has a valid one, else arrival."""
-    if event.event_ts:
+    """The event's time in epoch seconds: its own timestamp if it has a valid one, else
+    arrival; arrival too when its router's clock is off (`Flag.CLOCK_SKEW`): a rule's state
+    expires on the fleet's clock, so a burst stamped 1970 would never be counted."""
+    if event.event_ts and not (event.flags and Flag.CLOCK_SKEW in event.flags):
         try:
             return parse_iso(event.event_ts)
         except ValueError:
