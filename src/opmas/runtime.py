@@ -9,6 +9,7 @@ ConfigError (bad setting, port in use) is not restarted: the whole process stops
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -255,6 +256,10 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+HARD_EXIT_AFTER_S = 5.0
+EXIT_FORCED = 70  # EX_SOFTWARE
+
+
 async def run_until_signalled(
     main: Callable[[asyncio.Event], Awaitable[None]],
     *,
@@ -263,9 +268,11 @@ async def run_until_signalled(
 ) -> None:
     """Run `main(stop)`; SIGINT or SIGTERM sets `stop`, a second signal cancels `main`, and
     so does `force_after_s` passing after the first (a child whose parent died with the
-    servers it used would otherwise wait for them forever). A child of `opmas up` passes
-    `second_signal_forces=False`: a signal sent to every process at once (`systemctl stop`)
-    and its parent's SIGTERM right after are one request to stop, not two."""
+    servers it used would otherwise wait for them forever); still running
+    `HARD_EXIT_AFTER_S` after that, the process exits at once with `EXIT_FORCED`. A child of
+    `opmas up` passes `second_signal_forces=False`: a signal sent to every process at once
+    (`systemctl stop`) and its parent's SIGTERM right after are one request to stop, not
+    two."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.ensure_future(main(stop))
@@ -274,6 +281,14 @@ async def run_until_signalled(
         if not task.done():
             log.warning("forcing exit", reason=reason)
             task.cancel()
+            loop.call_later(HARD_EXIT_AFTER_S, _hard_exit)
+
+    def _hard_exit() -> None:
+        """The cancellation was swallowed (a library call that retries through it): leave
+        without cleaning up rather than outlive the stop (acked work is redelivered)."""
+        if not task.done():
+            log.error("exiting without cleanup: cancelling did not stop", after_s=HARD_EXIT_AFTER_S)
+            os._exit(EXIT_FORCED)
 
     def _signalled(signum: int) -> None:
         name = signal.Signals(signum).name

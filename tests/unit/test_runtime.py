@@ -6,6 +6,8 @@ import asyncio
 import errno
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Self
 
@@ -142,6 +144,38 @@ async def test_a_stop_that_never_finishes_is_forced_after_force_after_s() -> Non
     await killer
     assert stopped.is_set()
     assert 0.3 <= time.monotonic() - started < 5
+
+
+SWALLOWS_CANCEL = """
+import asyncio, os, signal, sys
+from opmas import runtime
+runtime.HARD_EXIT_AFTER_S = 0.3
+
+async def deaf(stop):
+    await stop.wait()
+    while True:  # a library call that retries through its cancellation
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
+
+async def main():
+    asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+    await runtime.run_until_signalled(deaf, force_after_s=0.3)
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_whose_cancellation_is_swallowed_exits_anyway() -> None:
+    """An orphaned `opmas run pipeline` outlived its parent by hours: now it cannot."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWS_CANCEL], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == runtime.EXIT_FORCED, done.stderr
+    assert "exiting without cleanup" in done.stdout + done.stderr
+    assert time.monotonic() - started < 20
 
 
 class Misconfigured:
