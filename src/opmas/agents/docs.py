@@ -108,6 +108,17 @@ The description can use `{count}`, `{routers}`, `{devices}`, `{window_s}`, `{thr
 rules too (lines without a hostname all count as one router, `local`). The fleet stage
 rebuilds its windows after a restart by reading the signals of the last window and cooldown
 again, so a burst that straddles a restart gives one finding.
+
+## Time, and routers whose clock is wrong
+
+Windows, cooldowns and learning run on the lines' own time (their timestamp, resolved to UTC),
+so a file replayed later gives the findings it gave live. A rule's state expires on the
+fleet's clock, though: a router that booted without NTP (1970), or logs local time in a zone
+far from UTC, would have its lines expire before they were counted. So a line received over
+UDP, TCP, TLS or HTTP whose own time is more than 60 s from its arrival is flagged
+`clock_skew` and counted at its arrival time; the stored event keeps the time the router
+wrote (`event_ts`) and the flag. Files (`opmas rules test`, `replay --dry-run`) and
+`opmas replay` keep their own times.
 """
 
 
