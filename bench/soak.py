@@ -134,12 +134,16 @@ def stream_lag(up: OpmasUp) -> dict[str, int] | None:
     }
 
 
-async def rss_by_name(tree: ProcessTree, db: Any) -> dict[str, float]:
-    """MB of RSS per process name (PostgreSQL backends named after their client)."""
-    out: dict[str, float] = defaultdict(float)
+async def memory_by_name(tree: ProcessTree, db: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """MB of RSS and of USS (private memory: what a leak grows; PostgreSQL's RSS also counts
+    the shared buffers each backend touched) per process name (PostgreSQL backends named
+    after their client)."""
+    rss: dict[str, float] = defaultdict(float)
+    uss: dict[str, float] = defaultdict(float)
     for sample in (await tree.snapshot(db, memory=True)).values():
-        out[sample.name] += sample.rss / 2**20
-    return dict(out)
+        rss[sample.name] += sample.rss / 2**20
+        uss[sample.name] += sample.uss / 2**20
+    return dict(rss), dict(uss)
 
 
 def growth(samples: list[dict[str, Any]], since: float) -> dict[str, Any]:
@@ -149,16 +153,19 @@ def growth(samples: list[dict[str, Any]], since: float) -> dict[str, Any]:
     if len(window) < 2:
         return {"error": "fewer than two samples in the window"}
     first, last = window[0], window[-1]
-    rss = {}
-    for name, mb in last["rss"].items():
-        before = first["rss"].get(name)
-        if before:
-            rss[name] = {"from_mb": round(before, 1), "to_mb": round(mb, 1),
-                         "growth_pct": round(100 * (mb - before) / before, 1)}  # fmt: skip
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in ("rss", "uss"):
+        grown = {}
+        for name, mb in last.get(kind, {}).items():
+            before = first.get(kind, {}).get(name)
+            if before:
+                grown[name] = {"from_mb": round(before, 1), "to_mb": round(mb, 1),
+                               "growth_pct": round(100 * (mb - before) / before, 1)}  # fmt: skip
+        by_kind[kind] = dict(sorted(grown.items(), key=lambda kv: -kv[1]["growth_pct"]))
     lags = [sum((s["lag"] or {}).values()) for s in window]
     return {
         "window_s": round(last["t"] - first["t"]),
-        "rss": dict(sorted(rss.items(), key=lambda kv: -kv[1]["growth_pct"])),
+        **by_kind,
         "lag_first": lags[0],
         "lag_last": lags[-1],
         "lag_max": max(lags),
@@ -232,10 +239,15 @@ async def _soak_loop(
             rounds.append(f"{prefix} at {now - began:.0f} s: {len(incidents)} incidents")
             next_incident += args.incident_every
         if now >= next_sample:
-            rss = await rss_by_name(tree, own)
+            rss, uss = await memory_by_name(tree, own)
             lag = await asyncio.to_thread(stream_lag, up)
-            samples.append({"t": now, "at_s": round(now - began), "rss": rss, "lag": lag})
-            log.print(f"{now - began:5.0f} s  RSS {sum(rss.values()):.0f} MB  lag {lag}")
+            samples.append(
+                {"t": now, "at_s": round(now - began), "rss": rss, "uss": uss, "lag": lag}
+            )
+            log.print(
+                f"{now - began:5.0f} s  RSS {sum(rss.values()):.0f} MB"
+                f"  USS {sum(uss.values()):.0f} MB  lag {lag}"
+            )
             next_sample += SAMPLE_S
         await asyncio.sleep(1.0)
     return samples, expected, rounds

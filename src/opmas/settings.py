@@ -219,7 +219,7 @@ class IngestSettings(BaseModel):
         64, ge=1, description="Batches published and not yet acknowledged by JetStream."
     )
     max_unread_bytes: int = Field(
-        256 * 1024 * 1024,
+        64 * 1024 * 1024,
         ge=0,
         description=(
             "Bytes of logs.raw the pipeline may be behind (about 300 bytes a line); beyond,"

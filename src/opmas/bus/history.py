@@ -60,10 +60,12 @@ async def replay(
     filter_subjects: Sequence[str],
     start_time: datetime,
     last_seq: int,
-    batch: int = 500,
+    batch: int = 16,
 ) -> AsyncIterator[list[Msg]]:
     """Batches of `stream` from `start_time` through stream sequence `last_seq`, read by a
     throw-away consumer that acks nothing: to rebuild in-memory state, not to process.
+    `batch` messages at a time: a logs.raw message may hold 250 KB, and nats-server cuts off
+    a client with more than 64 MiB pushed and not read yet.
 
     Raises BusError when NATS fails.
     """

@@ -60,6 +60,7 @@ class Changes:
     acquired: set[int] = field(default_factory=set)  # start consuming these
     to_release: set[int] = field(default_factory=set)  # stop consuming, then `release`
     lost: set[int] = field(default_factory=set)  # another worker holds them now: stop at once
+    not_renewed: str | None = None  # why some leases were not renewed (kept until their TTL)
 
 
 class PartitionLeases:
@@ -140,18 +141,38 @@ class PartitionLeases:
             members.append(self.worker)
         wanted = {p for p, owner in plan(members, self.partitions).items() if owner == self.worker}
         changes = Changes()
-        for partition, revision in list(self._held.items()):
-            try:
-                self._held[partition] = await kv.update(
-                    f"p.{partition}", self.worker.encode(), last=revision
-                )
-            except nats.js.errors.KeyWrongLastSequenceError:
+        held = list(self._held.items())
+        # all at once: under load a KV write waits for a busy JetStream, and one after the
+        # other they outlasted the TTL they were renewing
+        renewed = await asyncio.gather(
+            *(
+                kv.update(f"p.{partition}", self.worker.encode(), last=revision)
+                for partition, revision in held
+            ),
+            return_exceptions=True,
+        )
+        failure = next(
+            (
+                r
+                for r in renewed
+                if isinstance(r, BaseException)
+                and not isinstance(r, nats.js.errors.KeyWrongLastSequenceError)
+            ),
+            None,
+        )
+        for (partition, _), result in zip(held, renewed, strict=True):
+            if isinstance(result, nats.js.errors.KeyWrongLastSequenceError):
                 del self._held[partition]
                 changes.lost.add(partition)
                 log.warning("partition lease lost", partition=partition, worker=self.worker)
                 continue
+            if isinstance(result, int):
+                self._held[partition] = result
             if partition not in wanted:
                 changes.to_release.add(partition)
+        if failure is not None:
+            changes.not_renewed = repr(failure)
+            return changes  # the others were renewed and what was lost is reported
         for partition in sorted(wanted - set(self._held)):
             try:
                 self._held[partition] = await kv.create(f"p.{partition}", self.worker.encode())

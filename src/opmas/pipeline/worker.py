@@ -89,6 +89,11 @@ RULE_FAILURES = Counter(
 PERMANENT = (msgspec.DecodeError,)
 FETCH_WAIT_S = 2.5  # an idle partition asks again this often (stopping waits as long at most)
 IN_FLIGHT = 4  # fetched sets of a partition being stored at once (acks may come out of order)
+# Messages one pull asks for. Under load a logs.raw message holds 1,000 lines (~250 KB), and
+# what every partition asked for is pushed while the worker is busy parsing: 16 x 8 of them
+# stay under nats-server's 64 MiB of pending bytes per client, 16 x 64 did not (the server
+# cut the worker off as a slow consumer, and its fetched messages came back 30 s later).
+FETCH_BATCH = 8
 DURABLE_PREFIX = "pipeline-"
 _UNSAFE_KEY = re.compile(r"[^-_=a-zA-Z0-9]")
 
@@ -120,7 +125,7 @@ class PipelineWorker:
         *,
         pack: Sequence[RuleSpec] | None = None,
         worker: str | None = None,
-        fetch_batch: int = 64,
+        fetch_batch: int = FETCH_BATCH,
     ) -> None:
         settings = resources.settings
         self._bus = resources.bus
@@ -140,6 +145,10 @@ class PipelineWorker:
             resources.bus, self.worker, self._settings.partitions, ttl_s=self._settings.lease_ttl_s
         )
         self._fetch_batch = fetch_batch
+        # partition -> highest stream sequence this worker fetched from it: a partition taken
+        # back (its lease had expired while the worker was busy) whose consumer acked no
+        # further has its windows here already, and is not rebuilt again
+        self._fetched: dict[int, int] = {}
         self._signals = SignalCollector(())
         self._generations: tuple[int, ...] = ()
         self._failures_logged: set[tuple[str, str]] = set()
@@ -214,6 +223,10 @@ class PipelineWorker:
         except BusError as exc:
             log.warning("partition leases not renewed", worker=self.worker, error=str(exc))
             return
+        if changes.not_renewed:
+            log.warning(
+                "partition leases not renewed", worker=self.worker, error=changes.not_renewed
+            )
         if changes.lost:  # another worker owns them already: stop at once, in the background
             self._background(self._stop_partitions(changes.lost))
         to_release = changes.to_release - self._releasing
@@ -287,6 +300,7 @@ class PipelineWorker:
                     msgs = await consumer.next_batch(stop, timeout=FETCH_WAIT_S)
                     if not msgs:
                         continue
+                    self._fetched[partition] = msgs[-1].metadata.sequence.stream
                     try:
                         prepared = self.prepare(msgs)
                     except PERMANENT:  # undecodable: one by one, the bad one dead-lettered
@@ -315,8 +329,8 @@ class PipelineWorker:
             return now - timedelta(seconds=self._replay_max_s)
         last_seq = info.ack_floor.stream_seq if info.ack_floor else 0
         span = max((agent.replay_span_s for agent in self._agents), default=0.0)
-        if span <= 0 or not last_seq:
-            return None
+        if span <= 0 or not last_seq or last_seq <= self._fetched.get(partition, 0):
+            return None  # nothing to rebuild, or every acked line went through this worker
         started, lines = time.monotonic(), 0
         async for msgs in replay(
             self._bus,

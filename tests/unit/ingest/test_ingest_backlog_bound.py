@@ -19,9 +19,10 @@ def backlog(stream_bytes: int, **ingest: Any) -> Backlog:
 
 
 def test_the_bound_is_the_lesser_of_the_byte_cap_and_the_streams_share() -> None:
-    assert backlog(1024 * MB).max_bytes == 256 * MB  # max_unread_bytes
+    assert backlog(1024 * MB).max_bytes == 64 * MB  # max_unread_bytes
     assert backlog(100 * MB).max_bytes == 50 * MB  # half the stream
-    assert backlog(100 * MB, max_unread_share=0.8).max_bytes == 80 * MB
+    assert backlog(100 * MB, max_unread_share=0.8).max_bytes == 64 * MB
+    assert backlog(100 * MB, max_unread_share=0.2).max_bytes == 20 * MB
     assert backlog(-1, max_unread_bytes=0).max_bytes == float("inf")
 
 
