@@ -37,12 +37,13 @@ class Flag:
     REPLAY = "replay"  # sent by `opmas replay` without --notify: its findings notify nobody
     INVALID_HOSTNAME = "invalid_hostname"  # replaced by the source address; see claimed_hostname
     HOSTNAME_MISMATCH = "hostname_mismatch"  # named another host than its authenticated sender
-    # its own time is more than CLOCK_SKEW_S from its arrival (a router without NTP, a wrong
-    # zone): the rules count it at its arrival time; event_ts keeps what the router said
+    # its own time is more than CLOCK_AHEAD_S after its arrival, or over a day before the
+    # newest time of the other lines (a router without NTP, in 1970 or at its firmware's
+    # build date): the rules count it at its arrival; event_ts keeps what the router said
     CLOCK_SKEW = "clock_skew"
 
 
-CLOCK_SKEW_S = 60.0
+CLOCK_AHEAD_S = 60.0
 LIVE_TRANSPORTS = frozenset({Transport.UDP, Transport.TCP, Transport.TLS, Transport.HTTP})
 
 

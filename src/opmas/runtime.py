@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
@@ -260,19 +261,36 @@ HARD_EXIT_AFTER_S = 5.0
 EXIT_FORCED = 70  # EX_SOFTWARE
 
 
+def _exit_after(seconds: float) -> None:
+    """Leave the process without cleaning up in `seconds` unless it has ended by then (a
+    daemon thread: it never keeps the process alive, and runs when the event loop is stuck).
+    Acked work is done; what was in hand is redelivered."""
+
+    def _hard_exit() -> None:
+        log.error("exiting without cleanup: the stop did not end", after_s=seconds)
+        os._exit(EXIT_FORCED)
+
+    timer = threading.Timer(seconds, _hard_exit)
+    timer.daemon = True
+    timer.start()
+
+
 async def run_until_signalled(
     main: Callable[[asyncio.Event], Awaitable[None]],
     *,
     force_after_s: float | None = None,
     second_signal_forces: bool = True,
+    hard_exit: bool = False,
 ) -> None:
     """Run `main(stop)`; SIGINT or SIGTERM sets `stop`, a second signal cancels `main`, and
     so does `force_after_s` passing after the first (a child whose parent died with the
-    servers it used would otherwise wait for them forever); still running
-    `HARD_EXIT_AFTER_S` after that, the process exits at once with `EXIT_FORCED`. A child of
-    `opmas up` passes `second_signal_forces=False`: a signal sent to every process at once
-    (`systemctl stop`) and its parent's SIGTERM right after are one request to stop, not
-    two."""
+    servers it used would otherwise wait for them forever). With `hard_exit` (a process's
+    entry point), still alive `HARD_EXIT_AFTER_S` after that (a task that swallows its
+    cancellation keeps `main`, or the event loop's own clean-up after it, from ending), the
+    process exits at once with `EXIT_FORCED`: a thread watches, as the loop may be stuck. A
+    child of `opmas up` passes `second_signal_forces=False`: a signal sent to every process
+    at once (`systemctl stop`) and its parent's SIGTERM right after are one request to stop,
+    not two."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.ensure_future(main(stop))
@@ -281,14 +299,8 @@ async def run_until_signalled(
         if not task.done():
             log.warning("forcing exit", reason=reason)
             task.cancel()
-            loop.call_later(HARD_EXIT_AFTER_S, _hard_exit)
-
-    def _hard_exit() -> None:
-        """The cancellation was swallowed (a library call that retries through it): leave
-        without cleaning up rather than outlive the stop (acked work is redelivered)."""
-        if not task.done():
-            log.error("exiting without cleanup: cancelling did not stop", after_s=HARD_EXIT_AFTER_S)
-            os._exit(EXIT_FORCED)
+            if hard_exit:
+                _exit_after(HARD_EXIT_AFTER_S)
 
     def _signalled(signum: int) -> None:
         name = signal.Signals(signum).name
@@ -300,6 +312,8 @@ async def run_until_signalled(
         stop.set()
         if force_after_s is not None:
             loop.call_later(force_after_s, _force, f"still stopping after {force_after_s:g} s")
+            if hard_exit:
+                _exit_after(force_after_s + HARD_EXIT_AFTER_S)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _signalled, signum)

@@ -151,27 +151,36 @@ import asyncio, os, signal, sys
 from opmas import runtime
 runtime.HARD_EXIT_AFTER_S = 0.3
 
-async def deaf(stop):
-    await stop.wait()
+async def deaf():
     while True:  # a library call that retries through its cancellation
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             continue
 
+async def stuck_main(stop):
+    await stop.wait()
+    await deaf()
+
+async def leaves_a_task(stop):  # main ends; asyncio.run's clean-up then waits for the task
+    asyncio.get_running_loop().create_task(deaf())
+    await stop.wait()
+
 async def main():
     asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
-    await runtime.run_until_signalled(deaf, force_after_s=0.3)
+    await runtime.run_until_signalled(globals()[sys.argv[1]], force_after_s=0.3, hard_exit=True)
 
 asyncio.run(main())
 """
 
 
-def test_a_process_whose_cancellation_is_swallowed_exits_anyway() -> None:
-    """An orphaned `opmas run pipeline` outlived its parent by hours: now it cannot."""
+@pytest.mark.parametrize("main", ["stuck_main", "leaves_a_task"])
+def test_a_process_whose_cancellation_is_swallowed_exits_anyway(main: str) -> None:
+    """Orphaned `opmas run pipeline` children outlived their parent by hours, stuck in
+    asyncio.run's clean-up: now they cannot."""
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", SWALLOWS_CANCEL], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", SWALLOWS_CANCEL, main], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == runtime.EXIT_FORCED, done.stderr
     assert "exiting without cleanup" in done.stdout + done.stderr

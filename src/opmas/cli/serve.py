@@ -83,6 +83,7 @@ def _serve(names: tuple[str, ...], *, migrate_schema: bool, split: bool = False)
                     ),
                     force_after_s=settings.runtime.shutdown_grace_s + FORCE_MARGIN_S,
                     second_signal_forces=not child,  # its parent forces, after a grace period
+                    hard_exit=True,
                 )
             )
     except ConfigError as exc:

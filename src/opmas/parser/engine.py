@@ -11,15 +11,17 @@ the same PID's later lines). The join therefore only works within one engine ins
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from opmas import trust
-from opmas.messages import CLOCK_SKEW_S, LIVE_TRANSPORTS, Flag, ParsedEvent, RawLog, new_id
+from opmas.messages import CLOCK_AHEAD_S, LIVE_TRANSPORTS, Flag, ParsedEvent, RawLog, new_id
 from opmas.parser import explain as explaining
 from opmas.parser.compiled import CompiledParser, CompiledPattern, event_name
 from opmas.parser.header import (
@@ -81,6 +83,8 @@ class ParserEngine:
         self._joins: OrderedDict[JoinKey, dict[str, object]] = OrderedDict()
         self._join_size = join_size
         self._good_hosts: set[str] = set()
+        self._newest_day = ""  # date of the newest live line not flagged clock_skew
+        self._floor = ""  # the day before it: a live line dated before is clock_skew
 
     @classmethod
     def from_dirs(cls, dirs: Sequence[Path] = (), **options: Any) -> ParserEngine:
@@ -311,18 +315,22 @@ class ParserEngine:
         )
 
     def _skew(self, event_ts: str | None, raw: RawLog, flags: list[str]) -> list[str]:
-        """`flags`, with CLOCK_SKEW when a live line's own time is more than CLOCK_SKEW_S
-        from its arrival (ISO texts of one format compare as their times do)."""
+        """`flags`, with CLOCK_SKEW when a live line's own time is more than CLOCK_AHEAD_S
+        after its arrival, or dated over a day before the newest line met so far (ISO texts
+        of one format compare as their times do). Behind is judged against the other lines,
+        not the wall clock: a file of last month sent as a test is consistent with itself."""
         if event_ts is None or raw.transport not in LIVE_TRANSPORTS:
             return flags
-        arrival = raw.arrival_ts
-        if (
-            self._arrival_iso(arrival - CLOCK_SKEW_S)
-            <= event_ts
-            <= self._arrival_iso(arrival + CLOCK_SKEW_S)
-        ):
-            return flags
-        return _flagged(flags, Flag.CLOCK_SKEW)
+        if event_ts > self._arrival_iso(raw.arrival_ts + CLOCK_AHEAD_S):
+            return _flagged(flags, Flag.CLOCK_SKEW)
+        if event_ts < self._floor:
+            return _flagged(flags, Flag.CLOCK_SKEW)
+        if event_ts[:10] > self._newest_day:
+            self._newest_day = event_ts[:10]
+            with contextlib.suppress(ValueError, OverflowError):  # year 1 has no day before
+                day = date.fromisoformat(self._newest_day)
+                self._floor = (day - timedelta(days=1)).isoformat()
+        return flags
 
     def _unusual(
         self, header: Header, raw: RawLog, line: str
