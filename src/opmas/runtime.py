@@ -322,3 +322,5 @@ async def run_until_signalled(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if hard_exit:  # `main` ended, signalled or not: the loop's clean-up may still hang
+            _exit_after(HARD_EXIT_AFTER_S)

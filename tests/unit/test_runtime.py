@@ -166,15 +166,19 @@ async def leaves_a_task(stop):  # main ends; asyncio.run's clean-up then waits f
     asyncio.get_running_loop().create_task(deaf())
     await stop.wait()
 
+async def ends_by_itself(stop):  # no signal: main returns, leaving the task behind
+    asyncio.get_running_loop().create_task(deaf())
+
 async def main():
-    asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+    if sys.argv[1] != "ends_by_itself":
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
     await runtime.run_until_signalled(globals()[sys.argv[1]], force_after_s=0.3, hard_exit=True)
 
 asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("main", ["stuck_main", "leaves_a_task"])
+@pytest.mark.parametrize("main", ["stuck_main", "leaves_a_task", "ends_by_itself"])
 def test_a_process_whose_cancellation_is_swallowed_exits_anyway(main: str) -> None:
     """Orphaned `opmas run pipeline` children outlived their parent by hours, stuck in
     asyncio.run's clean-up: now they cannot."""
