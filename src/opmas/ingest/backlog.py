@@ -79,6 +79,7 @@ class Backlog:
         self.poll_s = settings.backlog_poll_s
         self._checked = -math.inf
         self._measuring: asyncio.Task[None] | None = None
+        self._since = Unread(0, 0)  # published since the measure in progress began
         self.unread = Unread(0, 0)
         self.full = False
 
@@ -93,10 +94,16 @@ class Backlog:
 
     async def _measure(self) -> None:
         """A failed measure keeps the last answer: the publish that follows fails too, and
-        that is handled there."""
+        that is handled there. What this process published while the measure was out is
+        added to it (the server may have counted some of it already: the bound errs low)."""
+        self._since = Unread(0, 0)
         try:
             if self._bus.nc.is_connected:
-                self.update(await measure_unread(self._bus))
+                measured = await measure_unread(self._bus)
+                since = self._since
+                self.update(
+                    Unread(measured.messages + since.messages, measured.bytes + since.bytes)
+                )
         except BusError as exc:
             log.debug("backlog not measured", error=str(exc))
         finally:
@@ -110,6 +117,7 @@ class Backlog:
 
     def published(self, messages: int, nbytes: int) -> None:
         """Count what this process just published as unread until the next measure."""
+        self._since = Unread(self._since.messages + messages, self._since.bytes + nbytes)
         self.update(Unread(self.unread.messages + messages, self.unread.bytes + nbytes))
 
     def update(self, unread: Unread) -> None:

@@ -161,6 +161,8 @@ class PartitionLeases:
             None,
         )
         for (partition, _), result in zip(held, renewed, strict=True):
+            if partition not in self._held:
+                continue  # released while the round was out (a hand-over runs beside it)
             if isinstance(result, nats.js.errors.KeyWrongLastSequenceError):
                 del self._held[partition]
                 changes.lost.add(partition)
