@@ -636,7 +636,13 @@ class Database:
             conn: asyncpg.Connection = self._conn
             rows: list[asyncpg.Record] = await conn.fetch(sql, *params, timeout=30)
             return rows
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # a connection left in a bad state by a timeout
+            TimeoutError,
+        ) as exc:
             self.errors[type(exc).__name__] += 1
             await self.close()
             return None
