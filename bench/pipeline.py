@@ -164,6 +164,16 @@ class SendPlan:
     bursts: tuple[Burst, ...]
     http_batch: int
     http_concurrency: int
+    restamp: bool = False  # RFC 3164 stamps set to the sending time, as live routers send
+
+
+_BSD_STAMP = re.compile(rb"^(<\d{1,3}>)[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ")
+
+
+def restamped(lines: list[bytes], now: float) -> list[bytes]:
+    """`lines` with their RFC 3164 timestamp replaced by `now` (a line without one is kept)."""
+    stamp = time.strftime("%b %e %H:%M:%S ", time.gmtime(now)).encode()
+    return [_BSD_STAMP.sub(lambda m: m.group(1) + stamp, line, count=1) for line in lines]
 
 
 class Output(Protocol):
@@ -396,6 +406,8 @@ async def _send(
         count = min(due, MAX_CHUNK, (total - pos) if total is not None else MAX_CHUNK)
         if count > 0:
             chunk, srcs = _slice(lines, sources, pos, count)
+            if plan.restamp:
+                chunk = restamped(chunk, now)
             await output.send(chunk, srcs)
             handed += count
             pos += count

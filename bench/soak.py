@@ -1,7 +1,9 @@
 """Soak and overload of `opmas up` at its defaults, fed by sender processes of their own.
 
-Soak: corpus lines over TCP at a steady rate (default 5,000 lines/s, a third of the measured
-ceiling of docs/architecture.md) for --minutes, the scripted day's incidents (tests/scenario:
+Soak: corpus lines over TCP, stamped with the time they are sent as a live router's are (the
+corpus's own day would be 17 days behind the incidents' lines: see the clock_skew rule), at
+a steady rate (default 5,000 lines/s, a third of the measured ceiling of
+docs/architecture.md) for --minutes, the scripted day's incidents (tests/scenario:
 an SSH brute force, a WAN flap, an OOM kill...) injected every --incident-every s on routers of
 their own; every 30 s the RSS of every process of `opmas up` and the consumer lag of every
 stream. Reported: RSS growth per process over the last --window minutes (target < 5 %), lag
@@ -180,7 +182,7 @@ async def soak(args: argparse.Namespace, up: OpmasUp) -> dict[str, Any]:
     duration = args.minutes * 60
     plan = pipeline.SendPlan(
         "tcp", "127.0.0.1", up.tcp_port, up.api_url, None, str(pipeline.corpus_file(None)),
-        args.rate, duration, False, (), 1000, 4,
+        args.rate, duration, False, (), 1000, 4, restamp=True,
     )  # fmt: skip
     sender, conn = _spawn(pipeline.sender_main, plan)
     db = faults.Database(lambda: up.database_url)
