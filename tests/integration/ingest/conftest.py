@@ -177,3 +177,11 @@ def serve_api(settings: Settings, bus: Bus) -> ServeApi:
                 yield client
 
     return serve
+
+
+async def send_in_chunks(writer: asyncio.StreamWriter, payload: bytes) -> None:
+    """Write `payload` 64 KiB at a time, waiting whenever the socket's buffers are full (a
+    paused receiver keeps this waiting: the sender holds the rest)."""
+    for start in range(0, len(payload), 64 * 1024):
+        writer.write(payload[start : start + 64 * 1024])
+        await writer.drain()

@@ -17,7 +17,7 @@ from opmas.bus.connect import Bus
 from opmas.messages import RawLog, raw_batch_decoder
 from opmas.settings import BusSettings, StreamLimits
 
-from .conftest import ServeApi, StartIngest
+from .conftest import ServeApi, StartIngest, send_in_chunks
 
 pytestmark = pytest.mark.integration
 
@@ -81,17 +81,11 @@ async def test_tcp_pauses_before_the_stream_drops_an_unread_line_and_all_arrive_
     payload = b"".join(line + b"\n" for line in lines)
     reader = SlowReader(bus)
     await reader.create()
-    tuning = {"batch_size": 200, "max_inflight_batches": 4, "max_queued_lines": 2000}
-    tuning |= {"max_unread_bytes": 0, "backlog_poll_s": 0.05}
+    tuning: dict[str, float] = {"batch_size": 200, "max_inflight_batches": 4}
+    tuning |= {"max_queued_lines": 2000, "max_unread_bytes": 0, "backlog_poll_s": 0.05}
     async with start_ingest(**tuning) as service:
         _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp"])
-
-        async def send() -> None:
-            for start in range(0, len(payload), 64 * 1024):
-                writer.write(payload[start : start + 64 * 1024])
-                await writer.drain()
-
-        sending = asyncio.create_task(send())
+        sending = asyncio.create_task(send_in_chunks(writer, payload))
         batcher = service.batcher
         await until(lambda: batcher.paused, 20, "the connection paused")
         await asyncio.sleep(1)
@@ -104,7 +98,12 @@ async def test_tcp_pauses_before_the_stream_drops_an_unread_line_and_all_arrive_
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for n in range(50):
                 udp.sendto(b"<13>r2 udp while behind %d" % n, ("127.0.0.1", service.ports["udp"]))
-        await until(lambda: service.fold() or service.udp_drops["queue_full"], 5, "UDP dropped")
+
+        def udp_dropped() -> int:
+            service.fold()
+            return service.udp_drops["queue_full"]
+
+        await until(udp_dropped, 5, "UDP dropped")
 
         items = await reader.read(total, prefix="<13>r1")
         await asyncio.wait_for(sending, 30)

@@ -32,7 +32,7 @@ from opmas.ingest.service import IngestService, SyslogListen
 from opmas.resources import Resources
 from opmas.settings import BusSettings, IngestSettings, Settings
 
-from .conftest import RawReader
+from .conftest import RawReader, send_in_chunks
 
 pytestmark = pytest.mark.integration
 
@@ -159,13 +159,7 @@ async def test_tcp_during_a_nats_outage_spools_then_pauses_and_arrives_exactly_o
     async with running(outage_bus, spool_dir, **tuning) as (service, _):
         private_nats.kill()
         _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp"])
-
-        async def send() -> None:
-            for start in range(0, len(payload), 64 * 1024):
-                writer.write(payload[start : start + 64 * 1024])
-                await writer.drain()
-
-        sending = asyncio.create_task(send())
+        sending = asyncio.create_task(send_in_chunks(writer, payload))
         await until(lambda: service.batcher.paused, 20, "the connection paused")
         await asyncio.sleep(1)
         batcher = service.batcher
