@@ -41,6 +41,9 @@ class Unread(NamedTuple):
     messages: int
     bytes: int
 
+    def plus(self, messages: int, nbytes: int) -> Unread:
+        return Unread(self.messages + messages, self.bytes + nbytes)
+
 
 async def measure_unread(bus: Bus) -> Unread:
     """The unread part of `logs.raw`: messages pending or not yet acked, summed over every
@@ -100,10 +103,7 @@ class Backlog:
         try:
             if self._bus.nc.is_connected:
                 measured = await measure_unread(self._bus)
-                since = self._since
-                self.update(
-                    Unread(measured.messages + since.messages, measured.bytes + since.bytes)
-                )
+                self.update(measured.plus(*self._since))
         except BusError as exc:
             log.debug("backlog not measured", error=str(exc))
         finally:
@@ -117,8 +117,8 @@ class Backlog:
 
     def published(self, messages: int, nbytes: int) -> None:
         """Count what this process just published as unread until the next measure."""
-        self._since = Unread(self._since.messages + messages, self._since.bytes + nbytes)
-        self.update(Unread(self.unread.messages + messages, self.unread.bytes + nbytes))
+        self._since = self._since.plus(messages, nbytes)
+        self.update(self.unread.plus(messages, nbytes))
 
     def update(self, unread: Unread) -> None:
         """Take a new measure; log the change when the bound is crossed either way."""
